@@ -24,6 +24,7 @@ from .validation import Limits, check_header_size
 logger = logging.getLogger(__name__)
 
 Allocator = Callable[[int, tuple[int, int], np.dtype], np.ndarray]
+Discard = Callable[[np.ndarray], None]
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,12 @@ class FrameReceiver:
         return self.state.rejected
 
     def poll(self, timeout_ms: int = 100, allocate: Allocator | None = None,
-             max_messages: int = 64) -> list[Event | ReceivedChunk]:
-        """Receive what is waiting (up to ``max_messages``), waiting at most ``timeout_ms`` for the first."""
+             max_messages: int = 64, discard: Discard | None = None) -> list[Event | ReceivedChunk]:
+        """Receive what is waiting (up to ``max_messages``), waiting at most ``timeout_ms`` for the first.
+
+        ``allocate(n, shape, dtype)`` gives the buffer a chunk is decoded into; ``discard``
+        gets it back when the chunk turns out to be corrupt.
+        """
         events: list[Event | ReceivedChunk] = []
         if not self.socket.poll(timeout_ms):
             return self.state.check_timeout(time.monotonic())
@@ -83,10 +88,11 @@ class FrameReceiver:
                 parts = self.socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 break
-            events.extend(self.handle_parts(parts, allocate))
+            events.extend(self.handle_parts(parts, allocate, discard))
         return events
 
-    def handle_parts(self, parts: list, allocate: Allocator | None = None) -> list[Event | ReceivedChunk]:
+    def handle_parts(self, parts: list, allocate: Allocator | None = None,
+                     discard: Discard | None = None) -> list[Event | ReceivedChunk]:
         """Validate one multipart message; rejected messages yield no events."""
         try:
             head = parts[0].buffer if hasattr(parts[0], "buffer") else memoryview(parts[0])
@@ -100,12 +106,13 @@ class FrameReceiver:
             elif len(parts) != 1:
                 raise ProtocolError("part-count", f"{type(msg).__name__.lower()} with {len(parts)} parts, expected 1")
             events = self.state.handle(msg, len(payload), time.monotonic())
-            return [self._decode(e, payload, allocate) if isinstance(e, ChunkAccepted) else e for e in events]
+            return [self._decode(e, payload, allocate, discard) if isinstance(e, ChunkAccepted) else e for e in events]
         except ProtocolError as exc:
             self.state.reject(exc.reason, exc.detail)
             return []
 
-    def _decode(self, event: ChunkAccepted, payload: memoryview, allocate: Allocator | None) -> ReceivedChunk:
+    def _decode(self, event: ChunkAccepted, payload: memoryview, allocate: Allocator | None,
+                discard: Discard | None) -> ReceivedChunk:
         chunk = event.chunk
         start = self.state.start
         assert start is not None
@@ -117,6 +124,8 @@ class FrameReceiver:
             try:
                 decode_frames(payload, chunk.encoding, list(chunk.sizes), frames)
             except ProtocolError:
+                if discard is not None:
+                    discard(frames)
                 # the chunk was counted as received: undo, so the summary reports it missing
                 counters = self.state.counters
                 if counters is not None:

@@ -1,0 +1,126 @@
+"""The ``emlive`` command: ``serve``, ``replay``, ``status`` and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+
+from .config import AnalyzerConfig, load_config
+
+logger = logging.getLogger(__name__)
+
+
+def _parse_analyzers(values: list[str] | None) -> list[AnalyzerConfig] | None:
+    """``--analyzer virtual`` or ``--analyzer 'virtual:{"bf_radius": 5}'``."""
+    if not values:
+        return None
+    out = []
+    for v in values:
+        name, _, params = v.partition(":")
+        out.append(AnalyzerConfig(name, json.loads(params) if params else {}))
+    return out
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .app import make_server, shutdown
+
+    cfg = load_config(args.config, data_address=args.data_address, query_address=args.query_address,
+                      snapshot_address=args.snapshot_address, data_dir=args.data_dir, executor=args.executor,
+                      workers=args.workers, analyzers=_parse_analyzers(args.analyzer),
+                      record_compression=args.record_compression, timeout_s=args.timeout)
+    server = make_server(cfg)
+    signal.signal(signal.SIGTERM, lambda *_: server.stop())
+    print(f"emlive serving: data {server.data_address}  queries {server.query_address}  "
+          f"snapshots {server.snapshot_address}  (Ctrl-C to stop)", flush=True)
+    try:
+        server.serve(runs=args.runs)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        shutdown(server)
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from emlive.stream.replay import replay
+
+    end = replay(args.file, args.connect, rate=args.rate, progress=not args.quiet)
+    print(json.dumps({"run_uid": end.run_uid, "frames_sent": end.frames_sent, "status": end.status}))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from emlive.stream.client import PipelineClient
+
+    try:
+        with PipelineClient(args.connect, timeout=args.timeout) as client:
+            print(json.dumps(client.runs() if args.runs else client.status(), indent=2))
+    except TimeoutError:
+        print(f"no pipeline answers at {args.connect}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    summary = run_demo(args.out, scan_shape=tuple(args.scan), frame_shape=tuple(args.frame),
+                       executor=args.executor, encoding=args.encoding)
+    print(json.dumps(summary, indent=2))
+    return 0 if summary["ok"] else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="emlive", description="Streaming live acquisition and analysis for SEM/STEM.")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the pipeline host: receive, record, analyze, publish")
+    s.add_argument("--config", help="TOML file with ServiceConfig fields")
+    s.add_argument("--data-address", help="frame stream endpoint to bind (default tcp://127.0.0.1:5555)")
+    s.add_argument("--query-address", help="query endpoint to bind (default tcp://127.0.0.1:5556)")
+    s.add_argument("--snapshot-address", help="snapshot endpoint to bind (default tcp://127.0.0.1:5557)")
+    s.add_argument("--data-dir", help="folder for recordings and results (default ./data)")
+    s.add_argument("--executor", choices=["inline", "processes"])
+    s.add_argument("--workers", type=int, help="analyzer processes (default: one per core)")
+    s.add_argument("--analyzer", action="append", help="name or name:{json params}; repeatable")
+    s.add_argument("--record-compression", choices=["none", "bslz4"])
+    s.add_argument("--timeout", type=float, help="seconds of silence before a run is closed as incomplete")
+    s.add_argument("--runs", type=int, help="exit after this many runs (default: serve forever)")
+    s.set_defaults(func=cmd_serve)
+
+    r = sub.add_parser("replay", help="re-publish a recording as the same stream")
+    r.add_argument("file")
+    r.add_argument("--connect", default="tcp://127.0.0.1:5555", help="pipeline data endpoint")
+    r.add_argument("--rate", choices=["original", "max"], default="max")
+    r.add_argument("--quiet", action="store_true")
+    r.set_defaults(func=cmd_replay)
+
+    st = sub.add_parser("status", help="ask a running pipeline for its status")
+    st.add_argument("--connect", default="tcp://127.0.0.1:5556", help="pipeline query endpoint")
+    st.add_argument("--runs", action="store_true", help="list runs instead")
+    st.add_argument("--timeout", type=float, default=3.0)
+    st.set_defaults(func=cmd_status)
+
+    d = sub.add_parser("demo", help="simulated acquisition with live analysis, then a replay; results to a folder")
+    d.add_argument("--out", default="demo-output")
+    d.add_argument("--scan", type=int, nargs=2, default=[64, 64], metavar=("NY", "NX"))
+    d.add_argument("--frame", type=int, nargs=2, default=[128, 128], metavar=("QY", "QX"))
+    d.add_argument("--executor", choices=["inline", "processes"], default="processes")
+    d.add_argument("--encoding", choices=["raw", "lz4", "bslz4"], default="bslz4")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2) if args.verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Service configuration: one TOML file, every field overridable on the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+
+class AnalyzerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: str
+    params: dict = {}
+
+
+class ServiceConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Where the service listens, what it runs, where it writes. Addresses default to loopback."""
+
+    data_address: str = "tcp://127.0.0.1:5555"
+    query_address: str = "tcp://127.0.0.1:5556"
+    snapshot_address: str = "tcp://127.0.0.1:5557"
+    data_dir: str = "data"
+    executor: str = "processes"
+    workers: int = 0                  # 0: one per core
+    analyzers: list[AnalyzerConfig] = [AnalyzerConfig("virtual")]
+    record: bool = True
+    record_compression: str = "none"  # none | bslz4
+    timeout_s: float = 10.0
+    snapshot_hz: float = 20.0
+    max_buffer_mb: int = 256
+
+    def __post_init__(self) -> None:
+        if self.executor not in ("inline", "processes"):
+            raise ValueError(f"executor must be 'inline' or 'processes', got {self.executor!r}")
+        if self.record_compression not in ("none", "bslz4"):
+            raise ValueError(f"record_compression must be 'none' or 'bslz4', got {self.record_compression!r}")
+        if not 0 < self.snapshot_hz <= 20:
+            raise ValueError(f"snapshot_hz must be in (0, 20], got {self.snapshot_hz}")
+
+
+def load_config(path: str | Path | None, **overrides) -> ServiceConfig:
+    """Read a TOML file (optional) and apply the non-None overrides."""
+    data: dict = {}
+    if path is not None:
+        data = msgspec.toml.decode(Path(path).read_bytes(), type=dict)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return msgspec.convert(data, ServiceConfig)
