@@ -67,6 +67,7 @@ class FrameReceiver:
             self.address = address
         self.state = StreamState(limits, timeout)
         self._decoder = HeaderDecoder()
+        self._backlog: list[Event | ReceivedChunk] = []  # events after a run's close, kept for the next run
 
     @property
     def rejected(self):
@@ -80,6 +81,9 @@ class FrameReceiver:
         ``allocate(n, shape, dtype)`` gives the buffer a chunk is decoded into; ``discard``
         gets it back when the chunk turns out to be corrupt.
         """
+        if self._backlog:
+            events, self._backlog = self._backlog, []
+            return events
         events: list[Event | ReceivedChunk] = []
         if not self.socket.poll(timeout_ms):
             return self.state.check_timeout(time.monotonic())
@@ -149,10 +153,12 @@ class FrameReceiver:
         started = False
         t0 = time.monotonic()
         while True:
-            for event in self.poll(100, allocate):
-                started = started or self.state.start is not None or isinstance(event, RunClosed)
+            events = self.poll(100, allocate)
+            for k, event in enumerate(events):
+                started = True
                 yield event
                 if isinstance(event, RunClosed):
+                    self._backlog = events[k + 1:] + self._backlog
                     return
             if not started and idle_timeout is not None and time.monotonic() - t0 > idle_timeout:
                 raise TimeoutError(f"no run started on {self.address} within {idle_timeout} s")

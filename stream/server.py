@@ -60,6 +60,7 @@ class PipelineServer:
         self._sent_versions: dict[tuple[str, str], int] = {}
         self._stop = threading.Event()
         self.snapshots_sent = 0
+        self.stalls = 0  # loop turns with no free slot: back-pressure engaged
 
     # -- loop --------------------------------------------------------------------------------
     def serve(self, runs: int | None = None, until: float | None = None) -> None:
@@ -75,6 +76,8 @@ class PipelineServer:
         while not self._stop.is_set():
             free = self.pipeline.executor.capacity()
             want_data = free > 0
+            if not want_data:
+                self.stalls += 1
             if want_data != data_registered:
                 if want_data:
                     poller.register(self.receiver.socket, zmq.POLLIN)
