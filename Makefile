@@ -20,7 +20,6 @@ demo: setup
 	$(BIN)/emlive demo --out demo-output
 
 test: setup
-	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 bench: setup

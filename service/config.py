@@ -21,7 +21,7 @@ class ServiceConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     data_dir: str = "data"
     executor: str = "processes"
     workers: int = 0                  # 0: one per core
-    analyzers: list[AnalyzerConfig] = [AnalyzerConfig("virtual")]
+    analyzers: list[AnalyzerConfig] = msgspec.field(default_factory=lambda: [AnalyzerConfig("virtual")])
     record: bool = True
     record_compression: str = "none"  # none | bslz4
     timeout_s: float = 10.0
