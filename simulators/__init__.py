@@ -1,1 +1,8 @@
-"""simulators."""
+"""The virtual microscope: sample phantoms, detector physics and fake drivers, with ground truth.
+
+Imports only numpy/scipy and physics libraries, nothing else of emlive.
+"""
+
+from .synthetic import SyntheticScan
+
+__all__ = ["SyntheticScan"]
