@@ -5,6 +5,7 @@ import time
 import numpy as np
 import pytest
 
+from emlive.stream.protocol import PROTOCOL_VERSION, Chunk, encode_header
 from emlive.stream.publisher import FramePublisher
 from emlive.stream.receiver import FrameReceiver, ReceivedChunk
 from emlive.stream.state import Gap, RunClosed, RunStarted
@@ -100,10 +101,10 @@ def test_new_start_before_end_aborts_the_run_and_discards_its_stale_frames(link)
     data = frames(16)
     first = tx.start((16, 16), "uint16", (16,), chunk_frames=8)
     tx.send(data[:8])
-    old = FramePublisher(rx.address, linger_ms=0)  # a late sender still pushing the old run
-    old.start_msg, old._seq = first, 1
     second = tx.start((16, 16), "uint16", (16,), chunk_frames=8)
-    old.send_chunk(data[8:16], 8)   # stale: belongs to the superseded run
+    # a late chunk of the superseded run, on the same connection so the order is known
+    stale = Chunk(version=PROTOCOL_VERSION, run_uid=first.run_uid, seq=1, first=8, count=8)
+    tx.socket.send_multipart([encode_header(stale), data[8:16].tobytes()])
     tx.send(data)
     tx.end()
     events = collect(rx) + collect(rx)
@@ -114,7 +115,6 @@ def test_new_start_before_end_aborts_the_run_and_discards_its_stale_frames(link)
     assert all(e.chunk.run_uid == second.run_uid for e in rest)
     assert np.array_equal(np.concatenate([e.frames for e in rest]), data)
     assert rx.rejected["stale"] == 1
-    old.close()
 
 
 def test_events_only_after_start(link):

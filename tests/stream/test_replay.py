@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-import emlive.stream.replay as replay_mod
+import importlib
 from emlive.stream.errors import UsageError
 from emlive.stream.protocol import PROTOCOL_VERSION, Calibration, Start
 from emlive.stream.publisher import FramePublisher
@@ -16,6 +16,8 @@ from emlive.stream.receiver import FrameReceiver, ReceivedChunk
 from emlive.stream.recorder import Recorder
 from emlive.stream.replay import replay
 from emlive.stream.state import Gap, RunClosed, RunStarted
+
+replay_mod = importlib.import_module("emlive.stream.replay")  # the package re-exports a function of this name
 
 SCAN = (4, 5)
 FRAME = (24, 20)
