@@ -24,7 +24,7 @@ from emlive.stream.publisher import FramePublisher
 from emlive.stream.replay import replay
 
 from .app import make_server, shutdown
-from .config import ServiceConfig
+from .config import AnalyzerConfig, ServiceConfig
 
 logger = logging.getLogger(__name__)
 
@@ -33,14 +33,21 @@ def run_demo(out: str | Path, scan_shape=(64, 64), frame_shape=(128, 128), execu
              encoding: str = "bslz4", chunk_frames: int = 64) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = ServiceConfig(data_address="tcp://127.0.0.1:0", query_address="tcp://127.0.0.1:0",
+    sim = SyntheticScan(scan_shape=scan_shape, frame_shape=frame_shape, dose=5000.0, seed=0)
+    # detectors placed on the simulated pattern: BF on the (shifting) disk, ADF across the ring,
+    # CoM within twice the disk so the amorphous ring does not dilute the deflection
+    r = sim.disk_radius
+    virtual = AnalyzerConfig("virtual", {"bf_radius": r + sim.max_shift + 1,
+                                         "adf_inner": sim.ring_radius - 4 * sim.ring_width,
+                                         "adf_outer": sim.ring_radius + 4 * sim.ring_width,
+                                         "com_radius": 2 * r})
+    cfg = ServiceConfig(analyzers=[virtual], data_address="tcp://127.0.0.1:0", query_address="tcp://127.0.0.1:0",
                         snapshot_address="tcp://127.0.0.1:0", data_dir=str(out / "data"), executor=executor,
                         record_compression="bslz4")
     server = make_server(cfg)
     thread = threading.Thread(target=server.serve, kwargs={"runs": 2}, name="emlive-serve", daemon=True)
     thread.start()
     try:
-        sim = SyntheticScan(scan_shape=scan_shape, frame_shape=frame_shape, seed=0)
         pub = FramePublisher(server.data_address)
         t0 = time.perf_counter()
         pub.start(frame_shape, "uint16", scan_shape, chunk_frames=chunk_frames, encoding=encoding,
