@@ -103,6 +103,10 @@ class InlineExecutor:
     def capacity(self) -> int:
         return 1 << 30
 
+    @property
+    def frames_recorded(self) -> int:
+        return self._recorder.frames_written if self._recorder is not None else 0
+
     def allocate(self, n: int, shape: tuple[int, int], dtype) -> np.ndarray:
         return np.empty((n, *shape), dtype=dtype)
 
@@ -230,6 +234,11 @@ class ProcessExecutor:
         if record is not None:
             self._send(self._recorder_id, StartTask(header, [], self.factory, None, self._pool.path, slot_bytes,
                                                     record={"path": record.path, "compression": record.compression}))
+
+    @property
+    def frames_recorded(self) -> int:
+        """Frames the recorder has flushed in this run (readable from the file now)."""
+        return self._frames_recorded
 
     def capacity(self) -> int:
         # before the first run there is no pool yet: take one message (it can only be a start)

@@ -123,6 +123,8 @@ class Pipeline:
         done = self.executor.poll(timeout_ms)
         for c in done:
             self._merge(c)
+        if self.current is not None:
+            self.current.frames_recorded = self.executor.frames_recorded
         return len(done)
 
     # -- transitions -------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import msgspec
 import numpy as np
 import zmq
 
+from .errors import UsageError
 from .pipeline import Pipeline, RunRecord
 from .receiver import FrameReceiver
 from .validation import Limits
@@ -41,6 +42,8 @@ class PipelineServer:
                  query_address: str = "tcp://127.0.0.1:0", snapshot_address: str = "tcp://127.0.0.1:0",
                  limits: Limits | None = None, timeout: float = 10.0, snapshot_hz: float = 20.0,
                  context: zmq.Context | None = None) -> None:
+        for address in (data_address, query_address, snapshot_address):
+            require_loopback(address)
         self.pipeline = pipeline
         self._ctx = context or zmq.Context.instance()
         self.receiver = FrameReceiver(data_address, bind=True, limits=limits, timeout=timeout,
@@ -185,6 +188,16 @@ class PipelineServer:
         if uid not in self.pipeline.runs:
             raise LookupError(f"no run {uid!r}")
         return self.pipeline.runs[uid]
+
+
+def require_loopback(address: str) -> None:
+    """Refuse to bind beyond this machine: DESIGN.md asks for CurveZMQ keys there, not configured yet."""
+    if address.startswith(("ipc://", "inproc://")):
+        return
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    if host not in ("127.0.0.1", "localhost", "::1") and not host.startswith("127."):
+        raise UsageError(f"refusing to bind {address}: only loopback addresses are served until CurveZMQ "
+                         f"keys can be configured; use tcp://127.0.0.1:PORT (and an SSH tunnel for remote use)")
 
 
 def read_frame(rec: RunRecord, index: int) -> np.ndarray:

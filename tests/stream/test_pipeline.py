@@ -164,3 +164,37 @@ def test_snapshots_are_throttled():
         n = server.snapshots_sent
     duration = rec.t_end - rec.t_start
     assert n <= 5 * duration + 2, (n, duration)
+
+
+@pytest.mark.parametrize("address", ["tcp://0.0.0.0:0", "tcp://*:0", "tcp://192.168.1.5:5555"])
+def test_server_refuses_to_bind_beyond_loopback(address):
+    from emlive.stream.errors import UsageError
+    from emlive.stream.executor import InlineExecutor
+    from emlive.stream.pipeline import Pipeline
+    from emlive.stream.server import PipelineServer
+
+    with pytest.raises(UsageError, match="loopback"):
+        PipelineServer(Pipeline(InlineExecutor(), []), data_address=address)
+
+
+def test_raw_frames_can_be_read_while_the_run_is_recorded(executor_kind, tmp_path):
+    data = frames(64)
+    with running_server(executor_kind, [("total", {})], tmp_path) as server:
+        pub = FramePublisher(server.data_address)
+        start = pub.start(data.shape[1:], "uint16", (8, 8), chunk_frames=8)
+        pub.send(data[:32])
+        client = PipelineClient(server.query_address)
+        import time
+        t_end = time.monotonic() + 30
+        while client.status()["current"]["frames_recorded"] < 32:
+            assert time.monotonic() < t_end, "frames were not recorded"
+            time.sleep(0.01)
+        live_frame = client.frame(20, run=start.run_uid)      # the writer is still open (SWMR)
+        with pytest.raises(Exception, match="never written"):
+            client.frame(40, run=start.run_uid)
+        pub.send(data[32:], first=32)
+        pub.end()
+        pub.close()
+        rec = wait_closed(server)
+        client.close()
+    assert np.array_equal(live_frame, data[20]) and rec.status == "complete"
