@@ -81,6 +81,7 @@ class PipelineServer:
             want_data = free > 0
             if not want_data:
                 self.stalls += 1
+                self.receiver.state.keepalive(time.monotonic())
             if want_data != data_registered:
                 if want_data:
                     poller.register(self.receiver.socket, zmq.POLLIN)
@@ -94,7 +95,7 @@ class PipelineServer:
                 for event in self.receiver.poll(0, allocate=self.pipeline.allocate, max_messages=free,
                                                  discard=self.pipeline.discard):
                     self.pipeline.on_event(event)
-            else:
+            elif data_registered:
                 for event in self.receiver.state.check_timeout(time.monotonic()):
                     self.pipeline.on_event(event)
             if self.router in ready:

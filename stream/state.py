@@ -113,6 +113,11 @@ class StreamState:
             return self._on_chunk(msg, payload_bytes)
         return self._on_end(msg)
 
+    def keepalive(self, now: float) -> None:
+        """We are the slow side (not reading while back-pressured): the source is not silent."""
+        if self.start is not None:
+            self._last_activity = now
+
     def check_timeout(self, now: float) -> list[Event]:
         """Close the open run as incomplete if it has been silent for longer than the timeout."""
         if self.start is None or now - self._last_activity < self.timeout:

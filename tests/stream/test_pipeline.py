@@ -198,3 +198,14 @@ def test_raw_frames_can_be_read_while_the_run_is_recorded(executor_kind, tmp_pat
         rec = wait_closed(server)
         client.close()
     assert np.array_equal(live_frame, data[20]) and rec.status == "complete"
+
+
+def test_a_pipeline_stalled_longer_than_the_timeout_does_not_close_the_run():
+    data = frames(48, (16, 16))
+    slow = [("total", {"delay_s": 0.25})]
+    # one slot per worker plus one: the pipeline stops reading for longer than the 0.2 s timeout
+    with running_server("processes", slow, max_buffer_bytes=2 * 8 * 16 * 16 * 2, timeout=0.2) as server:
+        acquire(server, data, (48,), chunk_frames=8)
+        rec = wait_closed(server)
+    assert rec.status == "complete", rec.summary()
+    assert rec.frames_analyzed == 48
