@@ -190,7 +190,8 @@ class ProcessExecutor:
             self._tasks.append(sock)
             self._procs.append(proc)
         self._recorder_id = self.n_workers
-        self._pool: SlotPool | None = None
+        # one pool for the life of the executor, faulted in now rather than while the first frames arrive
+        self._pool: SlotPool | None = SlotPool(1, max_buffer_bytes)
         self._start: Start | None = None
         self._pixel = False
         self._recording = False
@@ -214,9 +215,11 @@ class ProcessExecutor:
         frame_bytes = start.frame_shape[0] * start.frame_shape[1] * np.dtype(start.dtype).itemsize
         slot_bytes = start.chunk_frames * frame_bytes
         n_slots = int(np.clip(self.max_buffer_bytes // slot_bytes, 2, 64))
-        if self._pool is not None:
-            self._pool.close()
-        self._pool = SlotPool(n_slots, slot_bytes)
+        if self._pool is None or n_slots * slot_bytes > self._pool.nbytes:
+            if self._pool is not None:
+                self._pool.close()
+            self._pool = SlotPool(1, max(self.max_buffer_bytes, n_slots * slot_bytes))
+        self._pool.reslice(n_slots, slot_bytes)
         self._start = start
         self._allocated, self._pending, self._ready, self._slot_of = {}, {}, [], {}
         self._load = [0] * self.n_workers
@@ -241,8 +244,8 @@ class ProcessExecutor:
         return self._frames_recorded
 
     def capacity(self) -> int:
-        # before the first run there is no pool yet: take one message (it can only be a start)
-        return self._pool.n_free if self._pool else 1
+        # before the first run the pool is one slot: one message is read (it can only be a start)
+        return self._pool.n_free if self._pool else 0
 
     def allocate(self, n: int, shape: tuple[int, int], dtype) -> np.ndarray:
         assert self._pool is not None, "start_run first"
@@ -262,7 +265,7 @@ class ProcessExecutor:
             slot = self._allocated.pop(view.ctypes.data)
         task = self._next_task
         self._next_task += 1
-        worker = int(np.argmin(self._load))
+        worker = min(range(self.n_workers), key=self._load.__getitem__)
         analyzers = list(range(self.n_workers)) if self._pixel else [worker]
         consumers = analyzers + ([self._recorder_id] if self._recording else [])
         self._pool.retain(slot, len(consumers) - 1)

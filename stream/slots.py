@@ -26,6 +26,9 @@ def _shm_dir() -> str:
 class SlotPool:
     """``n_slots`` buffers of ``slot_bytes`` each, in one memory-mapped file.
 
+    The file outlives runs: :meth:`reslice` cuts it anew for the next run's frame and
+    chunk size, so its pages are faulted in once, not at every run.
+
     Parameters
     ----------
     n_slots, slot_bytes : int
@@ -35,13 +38,24 @@ class SlotPool:
     def __init__(self, n_slots: int, slot_bytes: int) -> None:
         if n_slots < 1 or slot_bytes < 1:
             raise ValueError(f"need at least one slot of at least one byte, got {n_slots} x {slot_bytes}")
+        self.path = os.path.join(_shm_dir(), f"emlive-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        self.nbytes = n_slots * slot_bytes
+        mm = np.memmap(self.path, dtype=np.uint8, mode="w+", shape=(self.nbytes,))
+        self._mm = mm.view(np.ndarray)  # plain views: cheaper per chunk than memmap subclasses
+        self._mm[:] = 0                 # fault the pages in now, not while frames arrive
+        self.reslice(n_slots, slot_bytes)
+        logger.debug("slot pool %s: %d bytes", self.path, self.nbytes)
+
+    def reslice(self, n_slots: int, slot_bytes: int) -> None:
+        """Cut the (idle) pool into ``n_slots`` of ``slot_bytes`` for a new run."""
+        if n_slots * slot_bytes > self.nbytes:
+            raise ValueError(f"{n_slots} slots of {slot_bytes} bytes exceed the pool's {self.nbytes} bytes")
+        if hasattr(self, "_refs") and any(self._refs):
+            raise RuntimeError("cannot reslice a pool with slots in use")
         self.n_slots = n_slots
         self.slot_bytes = slot_bytes
-        self.path = os.path.join(_shm_dir(), f"emlive-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        self._mm = np.memmap(self.path, dtype=np.uint8, mode="w+", shape=(n_slots * slot_bytes,))
         self._refs = [0] * n_slots
         self._free = list(range(n_slots - 1, -1, -1))
-        logger.debug("slot pool %s: %d slots of %d bytes", self.path, n_slots, slot_bytes)
 
     @property
     def n_free(self) -> int:
@@ -76,9 +90,9 @@ class SlotPool:
             pass
 
 
-def attach(path: str) -> np.memmap:
+def attach(path: str) -> np.ndarray:
     """Map a pool's file in a worker process (read-only)."""
-    return np.memmap(path, dtype=np.uint8, mode="r")
+    return np.memmap(path, dtype=np.uint8, mode="r").view(np.ndarray)
 
 
 def slot_view(mm: np.ndarray, slot_bytes: int, slot: int, n: int, shape: tuple[int, int], dtype) -> np.ndarray:

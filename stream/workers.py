@@ -57,6 +57,7 @@ class _WorkerState:
         self.runner: AnalyzerRunner | None = None
         self.recorder = None
         self.mm = None
+        self.mm_path = ""
         self.start_msg = None
         self.slot_bytes = 0
 
@@ -65,7 +66,8 @@ class _WorkerState:
             self.close()
             self.start_msg = HeaderDecoder().decode(task.start)
             run = RunInfo.from_start(self.start_msg)
-            self.mm = attach(task.shm_path)
+            if self.mm_path != task.shm_path:  # the pool file outlives runs: map it once
+                self.mm, self.mm_path = attach(task.shm_path), task.shm_path
             self.slot_bytes = task.slot_bytes
             if task.record:
                 from .recorder import Recorder  # only the recorder process needs h5py
@@ -110,4 +112,3 @@ class _WorkerState:
             self.recorder.close({"status": "closed by a new run"})
             self.recorder = None
         self.runner = None
-        self.mm = None
