@@ -18,7 +18,7 @@ import zmq
 from .codecs import decode_frames
 from .errors import ProtocolError
 from .protocol import Chunk, HeaderDecoder
-from .state import ChunkAccepted, Event, RunClosed, StreamState
+from .state import ChunkAccepted, Event, RunClosed, RunStarted, StreamState
 from .validation import Limits, check_header_size
 
 logger = logging.getLogger(__name__)
@@ -92,7 +92,10 @@ class FrameReceiver:
                 parts = self.socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 break
-            events.extend(self.handle_parts(parts, allocate, discard))
+            new = self.handle_parts(parts, allocate, discard)
+            events.extend(new)
+            if any(isinstance(e, (RunStarted, RunClosed)) for e in new):
+                break  # the caller sets up (or tears down) the run before the next chunk is decoded
         return events
 
     def handle_parts(self, parts: list, allocate: Allocator | None = None,

@@ -51,7 +51,7 @@ class SlotPool:
         if n_slots * slot_bytes > self.nbytes:
             raise ValueError(f"{n_slots} slots of {slot_bytes} bytes exceed the pool's {self.nbytes} bytes")
         if hasattr(self, "_refs") and any(self._refs):
-            raise RuntimeError("cannot reslice a pool with slots in use")
+            raise RuntimeError(f"cannot reslice a pool with slots in use: {self._refs}")
         self.n_slots = n_slots
         self.slot_bytes = slot_bytes
         self._refs = [0] * n_slots

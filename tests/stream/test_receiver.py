@@ -122,3 +122,22 @@ def test_events_only_after_start(link):
     start = tx.start((16, 16), "uint16", (8,), chunk_frames=8)
     events = rx.poll(1000)
     assert isinstance(events[0], RunStarted) and events[0].start == start
+
+
+def test_a_receive_batch_ends_at_every_run_transition(link):
+    """The host must set a run up before its first chunk is decoded into the run's buffers."""
+    tx, rx = link
+    tx.start((16, 16), "uint16", (8,), chunk_frames=8)
+    tx.send(frames(8))
+    tx.end()
+    tx.start((16, 16), "uint16", (8,), chunk_frames=8)
+    tx.send(frames(8))
+    tx.end()
+    rx.socket.poll(1000)
+    batches = []
+    while sum(len(b) for b in batches) < 6:
+        batches.append([type(e).__name__ for e in rx.poll(1000, max_messages=64)])
+    assert batches[0] == ["RunStarted"]
+    assert [e for b in batches for e in b] == ["RunStarted", "ReceivedChunk", "RunClosed"] * 2
+    for b in batches:
+        assert "RunStarted" not in b[:-1] and "RunClosed" not in b[:-1]
