@@ -34,24 +34,23 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy: workers share two cores with the host
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import math  # noqa: E402
-import shutil  # noqa: E402
-import struct  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import json
+import logging
+import math
+import shutil
+import struct
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import zmq  # noqa: E402
+import numpy as np
+import zmq
 
 NAME = "stream_throughput"
-DEFAULT_FRAMES = {96: 20000, 256: 8000, 512: 2000}
+DEFAULT_FRAMES = {96: 100_000, 256: 16_000, 512: 4_000}  # ~0.5 s for (a), 1-3 s for (c) on 2 cores
 POOL_BYTES = 128 << 20
 SNDHWM = RCVHWM = 8  # emlive's defaults on both ends, used for the pyzmq peer too
 _HEAD = struct.Struct("<qqq")  # the peer's header: seq, first, count
@@ -83,8 +82,9 @@ def make_pool(size: int, n_frames: int, chunk: int, seed: int = 0) -> np.ndarray
     per_pool = max(1, POOL_BYTES // frame_bytes // chunk) * chunk
     n_pool = min(per_pool, -(-n_frames // chunk) * chunk)
     pool = np.empty((n_pool, size, size), dtype=np.uint16)
-    for a in range(0, n_pool, 256):  # bounded temporaries (poisson returns int64)
-        b = min(n_pool, a + 256)
+    step = max(1, (32 << 20) // (size * size * 8))  # bounded temporaries: poisson returns int64
+    for a in range(0, n_pool, step):
+        b = min(n_pool, a + step)
         pool[a:b] = np.minimum(rng.poisson(mean, size=(b - a, size, size)), 65535)
     return pool
 
@@ -282,20 +282,12 @@ def build_null(name: str, params: dict):
 
 
 # -- driver -----------------------------------------------------------------------------------
-@dataclass
-class Best:
-    seconds: float = math.inf
-
-    def add(self, s: float) -> None:
-        self.seconds = min(self.seconds, s)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[96, 256, 512], help="frame sizes (square, pixels)")
     p.add_argument("--frames", type=int, nargs="+", default=None,
-                   help="frames per run, one value or one per size (default 20000 / 8000 / 2000)")
+                   help="frames per run, one value or one per size (default 100000 / 16000 / 4000)")
     p.add_argument("--repeat", type=int, default=3, help="rounds; the best is reported")
     p.add_argument("--chunk-frames", type=int, default=32, help="frames per message, all paths")
     p.add_argument("--encoding", choices=("raw", "lz4", "bslz4"), default="raw",
@@ -313,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(processName)s %(name)s %(levelname)s %(message)s")
     if args.frames is None:
-        frames = [DEFAULT_FRAMES.get(s, max(1000, int(2e9 / (s * s * 2)) // 1000 * 1000)) for s in args.sizes]
+        frames = [DEFAULT_FRAMES.get(s, max(1000, int(2e9 / (s * s * 2)) // 1000 * 1000))  # else ~2 GB
+                  for s in args.sizes]
     elif len(args.frames) == 1:
         frames = args.frames * len(args.sizes)
     elif len(args.frames) == len(args.sizes):
@@ -339,21 +332,15 @@ def main(argv: list[str] | None = None) -> int:
             f"recorder {'on' if args.record else 'off'}, analyzer {args.analyzer!r}, best of {args.repeat}")
         for size, n in zip(args.sizes, frames):
             pool = make_pool(size, n, chunk)
-            frame_bytes = size * size * 2
-            warm = min(n, 4 * chunk)
-            run = {
-                "a": lambda k, m: paths["a"].run(pool, m, chunk),
-                "b": lambda k, m: paths["b"].run(pool, m, chunk, args.encoding),
-                "c": lambda k, m: paths["c"].run(pool, m, chunk, args.encoding),
-            }
-            for k in paths:  # connections, slot pool, worker imports and numba compilation: not timed
-                run[k](k, warm)
-            best = {k: Best() for k in paths}
-            for _ in range(args.repeat):
-                for k in paths:
-                    best[k].add(run[k](k, n))
-            rate = {k: n / b.seconds for k, b in best.items()}
-            row = {"size": size, "frames": n, "frame_bytes": frame_bytes, "pool_frames": len(pool), "rate": rate}
+            extra = {k: () if k == "a" else (args.encoding,) for k in paths}
+            for k, path in paths.items():  # connections, slot pool, worker imports, numba: not timed
+                path.run(pool, min(n, 4 * chunk), chunk, *extra[k])
+            best = {k: math.inf for k in paths}
+            for _ in range(args.repeat):  # interleaved, so drifts of the machine hit every path alike
+                for k, path in paths.items():
+                    best[k] = min(best[k], path.run(pool, n, chunk, *extra[k]))
+            row = {"size": size, "frames": n, "frame_bytes": size * size * 2, "pool_frames": len(pool),
+                   "rate": {k: n / t for k, t in best.items()}}
             results.append(row)
             del pool
             _print_size(say, row)
@@ -376,6 +363,10 @@ def main(argv: list[str] | None = None) -> int:
                               "peer": "pyzmq" if peer else None, "peer_per_s": peer,
                               "ratio": x / peer if peer else None})
         print(json.dumps({"benchmark": NAME, "cases": cases}))
+    elif "a" in args.cases and len(paths) > 1:
+        say("\nratios to raw pyzmq:  " + "   ".join(
+            f"{r['size']}²: " + ", ".join(f"{k}/a {r['rate'][k] / r['rate']['a']:.2f}" for k in "bc" if k in r["rate"])
+            for r in results))
     return 0
 
 
