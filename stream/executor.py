@@ -45,6 +45,7 @@ class Completion:
     task: int
     chunk: Chunk
     partials: list[tuple[int, Partial]] = field(default_factory=list)
+    lost: bool = False  # a worker died holding it: not analyzed
 
 
 @dataclass
@@ -150,10 +151,14 @@ class InlineExecutor:
 
 
 class _Task:
-    __slots__ = ("chunk", "worker", "waiting", "partials")
+    """A submitted chunk: who still owes a reply for it, and what came back."""
 
-    def __init__(self, chunk: Chunk, worker: int, waiting: int) -> None:
-        self.chunk, self.worker, self.waiting, self.partials = chunk, worker, waiting, []
+    __slots__ = ("chunk", "slot", "worker", "owed", "partials", "lost")
+
+    def __init__(self, chunk: Chunk, slot: int, worker: int, owed: set[int]) -> None:
+        self.chunk, self.slot, self.worker, self.owed = chunk, slot, worker, owed
+        self.partials: list[tuple[int, Partial]] = []
+        self.lost = False
 
 
 class ProcessExecutor:
@@ -161,52 +166,63 @@ class ProcessExecutor:
 
     Frame-partitioned work goes to the least-busy worker; when the run has
     pixel-partitioned analyzers every worker also gets every chunk for its tile of
-    pixels, in order. Memory is bounded by ``max_buffer_bytes`` of slots.
+    pixels, in order. Memory is bounded by ``max_buffer_bytes`` of slots. A worker
+    that dies is replaced; the chunks it held are reported lost and the run fails
+    with the reason, instead of hanging.
     """
 
     name = "processes"
 
     def __init__(self, n_workers: int | None = None, factory: str = DEFAULT_FACTORY,
-                 max_buffer_bytes: int = 256 << 20, context: zmq.Context | None = None,
-                 start_timeout: float = 60.0) -> None:
+                 max_buffer_bytes: int = 256 << 20, context: zmq.Context | None = None) -> None:
         self.n_workers = n_workers or max(1, os.cpu_count() or 1)
         self.factory = factory
         self.max_buffer_bytes = max_buffer_bytes
         self._ctx = context or zmq.Context.instance()
         self._dir = tempfile.mkdtemp(prefix="emlive-ipc-")
+        self._results_address = f"ipc://{self._dir}/results"
         self._results = self._ctx.socket(zmq.PULL)
-        self._results.bind(f"ipc://{self._dir}/results")
-        spawn = multiprocessing.get_context("spawn")
-        from .workers import worker_main
-        self._tasks, self._procs = [], []
-        for w in range(self.n_workers + 1):  # the last one is the recorder
-            sock = self._ctx.socket(zmq.PUSH)
-            sock.linger = 0
-            addr = f"ipc://{self._dir}/tasks-{w}"
-            sock.bind(addr)
-            proc = spawn.Process(target=worker_main, args=(w, addr, f"ipc://{self._dir}/results"),
-                                 name=f"emlive-worker-{w}", daemon=True)
-            proc.start()
-            self._tasks.append(sock)
-            self._procs.append(proc)
+        self._results.bind(self._results_address)
         self._recorder_id = self.n_workers
+        self._tasks: list = [None] * (self.n_workers + 1)
+        self._procs: list = [None] * (self.n_workers + 1)
+        self._spawns = 0
+        for w in range(self.n_workers + 1):  # the last one is the recorder
+            self._spawn(w)
         # one pool for the life of the executor, faulted in now rather than while the first frames arrive
         self._pool: SlotPool | None = SlotPool(1, max_buffer_bytes)
         self._start: Start | None = None
+        self._start_tasks: dict[int, StartTask] = {}
         self._pixel = False
         self._recording = False
         self._passthrough = False
         self._allocated: dict[int, int] = {}
         self._pending: dict[int, _Task] = {}
-        self._slot_of: dict[int, tuple[int, int]] = {}
         self._load = [0] * self.n_workers
         self._next_task = 0
         self._next_release = 0
         self._ready: list[Completion] = []
-        self._finish_replies: list = []
+        self._finish_replies: dict[int, list] = {}
         self._errors: list[str] = []
         self._frames_recorded = 0
+        self._last_check = time.monotonic()
         logger.info("started %d analyzer workers and a recorder", self.n_workers)
+
+    def _spawn(self, w: int) -> None:
+        """Start worker ``w`` on a fresh task socket (nothing queued for a dead one is inherited)."""
+        from .workers import worker_main
+
+        if self._tasks[w] is not None:
+            self._tasks[w].close(linger=0)
+        self._spawns += 1
+        addr = f"ipc://{self._dir}/tasks-{w}-{self._spawns}"
+        sock = self._ctx.socket(zmq.PUSH)
+        sock.linger = 0
+        sock.bind(addr)
+        proc = multiprocessing.get_context("spawn").Process(
+            target=worker_main, args=(w, addr, self._results_address), name=f"emlive-worker-{w}", daemon=True)
+        proc.start()
+        self._tasks[w], self._procs[w] = sock, proc
 
     # -- run lifecycle -----------------------------------------------------------------------
     def start_run(self, start: Start, analyzers: list[tuple[str, dict]], record: RecordSpec | None = None) -> None:
@@ -221,22 +237,26 @@ class ProcessExecutor:
             self._pool = SlotPool(1, max(self.max_buffer_bytes, n_slots * slot_bytes))
         self._pool.reslice(n_slots, slot_bytes)
         self._start = start
-        self._allocated, self._pending, self._ready, self._slot_of = {}, {}, [], {}
+        self._allocated, self._pending, self._ready, self._finish_replies = {}, {}, [], {}
         self._load = [0] * self.n_workers
         self._next_task = self._next_release = 0
-        self._errors, self._frames_recorded, self._finish_replies = [], 0, []
+        self._errors, self._frames_recorded = [], 0
         header = encode_header(start)
         tiles = split_tiles(tuple(start.frame_shape), self.n_workers)
+        self._start_tasks = {}
         for w in range(self.n_workers):
             tile = tiles[w] if w < len(tiles) else None
             t = (tile.y0, tile.y1, tile.x0, tile.x1) if tile else None
-            self._send(w, StartTask(header, [tuple(a) for a in analyzers], self.factory, t,
-                                    self._pool.path, slot_bytes))
+            self._start_tasks[w] = StartTask(header, [tuple(a) for a in analyzers], self.factory, t,
+                                             self._pool.path, slot_bytes)
         self._recording = record is not None
         self._passthrough = bool(record and record.compression == "bslz4" and start.encoding == "bslz4")
         if record is not None:
-            self._send(self._recorder_id, StartTask(header, [], self.factory, None, self._pool.path, slot_bytes,
-                                                    record={"path": record.path, "compression": record.compression}))
+            self._start_tasks[self._recorder_id] = StartTask(
+                header, [], self.factory, None, self._pool.path, slot_bytes,
+                record={"path": record.path, "compression": record.compression})
+        for w, task in self._start_tasks.items():
+            self._send(w, task)
 
     @property
     def frames_recorded(self) -> int:
@@ -267,10 +287,9 @@ class ProcessExecutor:
         self._next_task += 1
         worker = min(range(self.n_workers), key=self._load.__getitem__)
         analyzers = list(range(self.n_workers)) if self._pixel else [worker]
-        consumers = analyzers + ([self._recorder_id] if self._recording else [])
-        self._pool.retain(slot, len(consumers) - 1)
-        self._slot_of[task] = (slot, len(consumers))
-        self._pending[task] = _Task(chunk, worker, len(analyzers))
+        owed = set(analyzers) | ({self._recorder_id} if self._recording else set())
+        self._pool.retain(slot, len(owed) - 1)
+        self._pending[task] = _Task(chunk, slot, worker, owed)
         self._load[worker] += 1
         base = dict(task=task, slot=slot, seq=chunk.seq, first=chunk.first, count=chunk.count,
                     timestamps=list(chunk.timestamps), positions=dict(chunk.positions))
@@ -297,6 +316,8 @@ class ProcessExecutor:
                 except zmq.Again:
                     break
                 self._on_reply(parts)
+        if time.monotonic() - self._last_check > 0.5:
+            self._check_workers()
         ready, self._ready = self._ready, []
         return ready
 
@@ -306,25 +327,26 @@ class ProcessExecutor:
         completions: list[Completion] = []
         for w in range(self.n_workers):
             self._send(w, FinishTask())
-        expected = self.n_workers + (1 if self._recording else 0)
         if self._recording:
             self._send(self._recorder_id, FinishTask(summary=summary or {}))
+        expected = set(range(self.n_workers)) | ({self._recorder_id} if self._recording else set())
         deadline = time.monotonic() + timeout
-        while len(self._finish_replies) < expected:
+        while not expected <= set(self._finish_replies):
             completions += self.poll(200)
-            dead = [p.name for p in self._procs if not p.is_alive()]
-            if dead or time.monotonic() > deadline:
-                self._errors.append(f"workers lost or too slow at end of run: {dead or 'timeout'}")
+            self._check_workers(expected - set(self._finish_replies))
+            if time.monotonic() > deadline:
+                self._errors.append(f"no end-of-run answer from workers {sorted(expected - set(self._finish_replies))}"
+                                    f" within {timeout:g} s")
                 break
         completions += self.poll(0)
         outcome = RunOutcome(errors=list(self._errors), frames_recorded=self._frames_recorded)
-        for done, partials in self._finish_replies:
-            outcome.final_partials.extend(partials)
+        for w in sorted(self._finish_replies):
+            outcome.final_partials.extend(self._finish_replies[w])
         self._recording = False
         return completions, outcome
 
     def close(self) -> None:
-        for w, sock in enumerate(self._tasks):
+        for sock in self._tasks:
             try:
                 sock.send(task_encoder.encode(StopTask()), flags=zmq.NOBLOCK)
             except zmq.ZMQError:
@@ -352,6 +374,51 @@ class ProcessExecutor:
             self._pool.release(slot)
         self._allocated.clear()
 
+    def _check_workers(self, finishing: set[int] | None = None) -> None:
+        """Replace dead workers; what they owed is lost, and said so."""
+        self._last_check = time.monotonic()
+        for w, proc in enumerate(self._procs):
+            if proc.is_alive():
+                continue
+            role = "recorder" if w == self._recorder_id else f"worker {w}"
+            lost = [(k, t) for k, t in self._pending.items() if w in t.owed]
+            what = "not recorded" if w == self._recorder_id else "not analyzed"
+            msg = f"{role} died (exit code {proc.exitcode}); {len(lost)} chunks it held are {what}"
+            logger.error(msg)
+            self._errors.append(msg)
+            for k, task in lost:
+                self._settle(task, w, lost=w != self._recorder_id)
+                if not task.owed and k < self._next_release:
+                    del self._pending[k]
+            self._spawn(w)
+            if w == self._recorder_id:
+                self._recording = False  # a new recorder would truncate the file: record no more this run
+            elif w in self._start_tasks:
+                self._send(w, self._start_tasks[w])
+            if finishing and w in finishing:
+                self._finish_replies[w] = []
+        self._release_ready()
+
+    def _settle(self, task: _Task, worker: int, lost: bool = False) -> None:
+        task.owed.discard(worker)
+        task.lost |= lost
+        self._pool.release(task.slot)
+        if worker == task.worker:
+            self._load[worker] -= 1
+
+    def _release_ready(self) -> None:
+        """Hand on finished chunks strictly in submission order (the recorder does not hold them up)."""
+        while self._next_release in self._pending:
+            t = self._pending[self._next_release]
+            if t.owed - {self._recorder_id}:
+                break
+            if not t.owed:
+                del self._pending[self._next_release]
+            # a fixed order (analyzer, tile) so merges are reproducible whoever answered first
+            t.partials.sort(key=lambda ip: (ip[0], ip[1].tile.y0 if ip[1].tile else -1))
+            self._ready.append(Completion(self._next_release, t.chunk, [] if t.lost else t.partials, t.lost))
+            self._next_release += 1
+
     def _on_reply(self, parts) -> None:
         done, partials = decode_done(parts)
         if done.error:
@@ -360,24 +427,14 @@ class ProcessExecutor:
         if done.worker == self._recorder_id:
             self._frames_recorded = max(self._frames_recorded, done.frames_written)
         if done.task < 0:
-            self._finish_replies.append((done, partials))
+            self._finish_replies[done.worker] = partials
             return
-        slot, left = self._slot_of[done.task]
-        self._pool.release(slot)
-        if left == 1:
-            del self._slot_of[done.task]
-        else:
-            self._slot_of[done.task] = (slot, left - 1)
-        if done.worker == self._recorder_id:
+        task = self._pending.get(done.task)
+        if task is None or done.worker not in task.owed:
             return
-        task = self._pending[done.task]
-        task.partials.extend(partials)
-        task.waiting -= 1
-        if done.worker == task.worker:
-            self._load[done.worker] -= 1
-        while self._next_release in self._pending and self._pending[self._next_release].waiting == 0:
-            t = self._pending.pop(self._next_release)
-            # a fixed order (analyzer, tile) so merges are reproducible whoever answered first
-            t.partials.sort(key=lambda ip: (ip[0], ip[1].tile.y0 if ip[1].tile else -1))
-            self._ready.append(Completion(self._next_release, t.chunk, t.partials))
-            self._next_release += 1
+        if done.worker != self._recorder_id:
+            task.partials.extend(partials)
+        self._settle(task, done.worker)
+        if task.owed == set() and done.task < self._next_release:
+            del self._pending[done.task]  # released before; the recorder was the last to answer
+        self._release_ready()

@@ -213,6 +213,8 @@ class Pipeline:
         for index, partial in c.partials:
             a = rec.analyzers[index]
             a.merge(rec.stores[a.name], partial)
+        if c.lost:
+            return  # a worker died with it; the executor's error says so and the run fails
         rec.frames_analyzed += c.chunk.count
         if rec.segment_frames is not None:
             self._count_segments(rec, c.chunk.first, c.chunk.count)

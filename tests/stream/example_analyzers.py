@@ -89,3 +89,24 @@ def build(name: str, params: dict):
         return ANALYZERS[name](**params)
     from emlive.analyzers.registry import build_analyzer
     return build_analyzer(name, params)
+
+
+class Crash(Analyzer):
+    """Kills its worker process at a given scan index (in worker processes only), to test recovery."""
+
+    name = "crash"
+
+    def results(self, run: RunInfo) -> dict[str, ResultSpec]:
+        return {"seen": ResultSpec("map", (run.n_frames,), "float64", ("frame",), "")}
+
+    def process(self, chunk: FrameChunk) -> Partial:
+        import multiprocessing
+        import os
+
+        at = self.params.get("at", -1)
+        if multiprocessing.parent_process() is not None and chunk.first <= at < chunk.first + chunk.count:
+            os._exit(3)
+        return Partial(chunk.first, chunk.count, {"seen": np.ones(chunk.count)})
+
+
+ANALYZERS["crash"] = Crash

@@ -209,3 +209,29 @@ def test_a_pipeline_stalled_longer_than_the_timeout_does_not_close_the_run():
         rec = wait_closed(server)
     assert rec.status == "complete", rec.summary()
     assert rec.frames_analyzed == 48
+
+
+def test_a_dying_worker_fails_the_run_with_its_reason_and_the_next_run_is_unaffected(tmp_path):
+    data = frames(128)
+    with running_server("processes", [("crash", {"at": 40}), ("total", {})], tmp_path) as server:
+        pub = FramePublisher(server.data_address)
+        for _ in range(2):
+            pub.start(data.shape[1:], "uint16", (128,), chunk_frames=16)
+            pub.send(data)
+            pub.end()
+            if _ == 0:
+                first = wait_closed(server, 1)
+                # the crash analyzer only crashes at index 40; run 2 sends frames 0..127 shifted past it
+                server.pipeline.analyzer_specs[0] = ("crash", {"at": -1})
+        second = wait_closed(server, 2)
+        pub.close()
+    assert first.status == "failed" and "died" in first.reason
+    s = first.summary()
+    seen = first.stores["crash"]["seen"]
+    lost = np.isnan(seen)
+    # the chunk holding frame 40 and any queued behind it on the dead worker are lost, whole chunks,
+    # and accounted for; everything else was analyzed and every frame recorded
+    assert lost[32:48].all() and lost.reshape(8, 16).all(axis=1).sum() * 16 == lost.sum()
+    assert s["frames_received"] == s["frames_recorded"] == 128
+    assert s["frames_analyzed"] == 128 - lost.sum() and (seen[~lost] == 1).all()
+    assert second.status == "complete" and second.frames_analyzed == 128
