@@ -7,11 +7,13 @@ to the pattern centre), while the frames of the chunk are also summed into the
 ``sum_frame`` live monitor.
 
 The regions are built once per run (:func:`build_operators`) as a bitmask label
-image and, for the kernel, as runs of consecutive pixels along each detector
-row. The numba kernel (:func:`virtual_numba`) and its numpy twin
+image and, for the general kernel, as runs of consecutive pixels along each
+detector row. The numba kernels (:func:`virtual_numba`) and their numpy twin
 (:func:`virtual_numpy`, the test oracle and fallback) accumulate integer frames
-in int64, so their results are exact, identical to each other and independent
-of how a scan is chunked; float frames accumulate in float64.
+exactly, so their results are identical to each other and independent of how a
+scan is chunked: in int64, or, for unsigned frames of up to 16 bits (the
+detectors' uint8 / uint16), in uint32 where no sum can overflow it; float
+frames accumulate in float64.
 """
 
 from __future__ import annotations
@@ -105,7 +107,8 @@ class VirtualOperators:
     """Per-run regions of the virtual detectors.
 
     ``labels`` is the (qy, qx) bitmask of the regions (:data:`BF`, :data:`ADF`,
-    :data:`COM`). The kernel reads the regions as runs of pixels: run ``r``
+    :data:`COM`), which the kernel for unsigned frames of up to 16 bits reads
+    pixel by pixel. The general kernel reads the regions as runs of pixels: run ``r``
     covers ``x0[r] <= x < x1[r]`` of row ``y``, for ``row_ptr[y] <= r <
     row_ptr[y + 1]``, and adds to region ``kind[r]`` (0 BF, 1 ADF, 2 CoM). The
     numpy twin uses the flat indices and the integer pixel coordinates.
@@ -167,10 +170,11 @@ def build_operators(frame_shape: tuple[int, int], center: tuple[float, float], b
 def _virtual_kernel(frames, row_ptr, x0, x1, kind, com_full, zero, sums, adf_max, sum_frame):
     """One pass over each frame: region sums into ``sums``, ADF maxima into ``adf_max``, frames into ``sum_frame``.
 
-    ``sums`` (n, 5) columns: BF, ADF, CoM total, sum(x I), sum(y I) over the CoM region,
-    with integer pixel coordinates. ``zero`` is 0 in the accumulator type
-    (int64 or float64) of ``sums``, ``adf_max`` and ``sum_frame``; ``adf_max``
-    comes in holding any ADF pixel of each frame; ``sum_frame`` comes in zeroed.
+    The general kernel, for every supported dtype. ``sums`` (n, 5) columns: BF,
+    ADF, CoM total, sum(x I), sum(y I) over the CoM region, with integer pixel
+    coordinates. ``zero`` is 0 in the accumulator type (int64 or float64) of
+    ``sums``, ``adf_max`` and ``sum_frame``; ``adf_max`` comes in holding any ADF
+    pixel of each frame; ``sum_frame`` comes in zeroed.
     """
     n, qy, qx = frames.shape
     for i in range(n):
@@ -198,27 +202,30 @@ def _virtual_kernel(frames, row_ptr, x0, x1, kind, com_full, zero, sums, adf_max
                 for x in range(qx):
                     acc[x] += row[x]
             for r in range(row_ptr[y], row_ptr[y + 1]):
+                # A slice, so the loop index runs from 0 and numba drops its
+                # negative-index wraparound check, which kept the loop from vectorising.
+                seg = row[x0[r]:x1[r]]
                 k = kind[r]
                 if k == 0:
                     s = zero
-                    for x in range(x0[r], x1[r]):
-                        s += row[x]
+                    for x in range(seg.size):
+                        s += seg[x]
                     bf += s
                 elif k == 1:
                     s = zero
-                    for x in range(x0[r], x1[r]):
-                        v = row[x]
+                    for x in range(seg.size):
+                        v = seg[x]
                         s += v
-                        if v > amax:
+                        if v > amax:  # not max(): keeps today's NaN handling of float frames
                             amax = v
                     adf += s
                 elif not com_full:
                     s = zero
                     sx = zero
-                    for x in range(x0[r], x1[r]):
-                        v = row[x]
+                    for x in range(seg.size):
+                        v = seg[x]
                         s += v
-                        sx += x * v
+                        sx += (x0[r] + x) * v
                     m0 += s
                     mx += sx
                     my += y * s
@@ -228,6 +235,125 @@ def _virtual_kernel(frames, row_ptr, x0, x1, kind, com_full, zero, sums, adf_max
         sums[i, 3] = mx
         sums[i, 4] = my
         adf_max[i] = amax
+
+
+@numba.njit(cache=True, nogil=True)
+def _virtual_kernel_u32(frames, labels, sums, adf_max, sum_frame):
+    """The kernel for unsigned frames of up to 16 bits, with 32-bit accumulators where exact.
+
+    One dense pass over the frames, two at a time (``a`` and ``b``: ``sum_frame``
+    is read and written once per pair), the regions read from the bits of
+    ``labels`` (a pixel outside a region counts as 0; the whole-frame CoM region
+    has its bit on every pixel). ``sum_frame`` (uint32, zeroed) sums the frames,
+    and per row the region sums and, per frame, the column sums of the CoM
+    region accumulate in uint32: the caller checks that none can overflow (see
+    :func:`_narrow`). ``sums`` (n, 5) (int64, columns as in
+    :func:`_virtual_kernel`) gets the totals of each frame, sum(x I) as
+    sum_x x colsum[x] and sum(y I) as sum_y y rowsum[y], the same integers as
+    the sums of per-pixel products. ``adf_max`` (n,) gets the ADF maxima: 0 for
+    the pixels outside the annulus is exact as the counts are unsigned and the
+    annulus holds a pixel.
+    """
+    n, qy, qx = frames.shape
+    zero = frames.dtype.type(0)
+    blank = np.zeros(qx, frames.dtype)  # frame b of an odd last frame: adds nothing
+    colsum = np.empty((2, qx), np.uint32)
+    col_a = colsum[0]
+    col_b = colsum[1]
+    for i in range(0, n, 2):
+        pair = i + 1 < n
+        bf_a = adf_a = m0_a = my_a = 0
+        bf_b = adf_b = m0_b = my_b = 0
+        amax_a = amax_b = zero
+        colsum[:] = 0
+        for y in range(qy):
+            row_a = frames[i, y]
+            row_b = frames[i + 1, y] if pair else blank
+            acc = sum_frame[y]
+            lab = labels[y]
+            s_a = sb_a = sa_a = np.uint32(0)
+            s_b = sb_b = sa_b = np.uint32(0)
+            m_a = m_b = zero
+            # The explicit uint32 / uint8 casts keep numba from widening the arithmetic
+            # to 64 bits, and the branch-free selects let the loop vectorise.
+            for x in range(qx):
+                a = row_a[x]
+                b = row_b[x]
+                bits = lab[x]
+                in_bf = np.uint8(bits & np.uint8(BF)) != 0
+                in_adf = np.uint8(bits & np.uint8(ADF)) != 0
+                in_com = np.uint8(bits & np.uint8(COM)) != 0
+                acc[x] = np.uint32(acc[x] + np.uint32(a) + np.uint32(b))
+                sb_a = np.uint32(sb_a + (a if in_bf else zero))
+                sb_b = np.uint32(sb_b + (b if in_bf else zero))
+                da = a if in_adf else zero
+                db = b if in_adf else zero
+                sa_a = np.uint32(sa_a + da)
+                sa_b = np.uint32(sa_b + db)
+                m_a = max(m_a, da)
+                m_b = max(m_b, db)
+                ca = a if in_com else zero
+                cb = b if in_com else zero
+                col_a[x] = np.uint32(col_a[x] + ca)
+                col_b[x] = np.uint32(col_b[x] + cb)
+                s_a = np.uint32(s_a + ca)
+                s_b = np.uint32(s_b + cb)
+            bf_a += sb_a
+            bf_b += sb_b
+            adf_a += sa_a
+            adf_b += sa_b
+            amax_a = max(amax_a, m_a)
+            amax_b = max(amax_b, m_b)
+            m0_a += s_a
+            m0_b += s_b
+            my_a += y * np.int64(s_a)
+            my_b += y * np.int64(s_b)
+        mx_a = mx_b = 0
+        for x in range(qx):
+            mx_a += x * np.int64(col_a[x])
+            mx_b += x * np.int64(col_b[x])
+        sums[i, 0] = bf_a
+        sums[i, 1] = adf_a
+        sums[i, 2] = m0_a
+        sums[i, 3] = mx_a
+        sums[i, 4] = my_a
+        adf_max[i] = amax_a
+        if pair:
+            sums[i + 1, 0] = bf_b
+            sums[i + 1, 1] = adf_b
+            sums[i + 1, 2] = m0_b
+            sums[i + 1, 3] = mx_b
+            sums[i + 1, 4] = my_b
+            adf_max[i + 1] = amax_b
+
+
+def _narrow(frames: np.ndarray) -> bool:
+    """Whether :func:`_virtual_kernel_u32` is exact on ``frames``: unsigned of up to 16 bits, and
+    no uint32 sum (over the frames of the chunk, a row or a column) can exceed 2**32 - 1."""
+    dt = frames.dtype
+    if dt.kind != "u" or dt.itemsize > 2:
+        return False
+    return max(frames.shape) * int(np.iinfo(dt).max) <= np.iinfo(np.uint32).max
+
+
+def _numba_raw(frames: np.ndarray, ops: VirtualOperators) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run the kernel on a chunk: raw ``sums`` (n, 5), ``adf_max`` (n,) and the chunk's ``sum_frame``,
+    uint32 from :func:`_virtual_kernel_u32` when exact, else int64 or float64."""
+    frames, acc = _check_frames(frames, ops)
+    n, qy, qx = frames.shape
+    if _narrow(frames):
+        sums = np.empty((n, 5), np.int64)
+        adf_max = np.empty(n, frames.dtype)
+        sum_frame = np.zeros((qy, qx), np.uint32)
+        _virtual_kernel_u32(frames, ops.labels, sums, adf_max, sum_frame)
+        return sums, adf_max, sum_frame
+    sums = np.empty((n, 5), acc)
+    first = ops.index[ADF][0]
+    adf_max = frames[:, first // qx, first % qx].astype(acc)
+    sum_frame = np.zeros((qy, qx), acc)
+    _virtual_kernel(frames, ops.row_ptr, ops.x0, ops.x1, ops.kind, ops.com_full, acc.type(0),
+                    sums, adf_max, sum_frame)
+    return sums, adf_max, sum_frame
 
 
 def virtual_numba(frames: np.ndarray, ops: VirtualOperators) -> dict[str, np.ndarray]:
@@ -240,15 +366,8 @@ def virtual_numba(frames: np.ndarray, ops: VirtualOperators) -> dict[str, np.nda
         (CoM in pixels relative to ``ops.center``, NaN where the CoM region holds
         no counts); ``sum_frame``: float64 (qy, qx), the sum of the frames.
     """
-    frames, acc = _check_frames(frames, ops)
-    n = frames.shape[0]
-    sums = np.empty((n, 5), acc)
-    first = ops.index[ADF][0]
-    adf_max = frames[:, first // frames.shape[2], first % frames.shape[2]].astype(acc)
-    sum_frame = np.zeros(frames.shape[1:], acc)
-    _virtual_kernel(frames, ops.row_ptr, ops.x0, ops.x1, ops.kind, ops.com_full, acc.type(0),
-                    sums, adf_max, sum_frame)
-    return _finish(sums, adf_max, sum_frame, ops)
+    sums, adf_max, sum_frame = _numba_raw(frames, ops)
+    return _finish(sums, adf_max, sum_frame.astype(np.float64, copy=False), ops)
 
 
 def virtual_numpy(frames: np.ndarray, ops: VirtualOperators) -> dict[str, np.ndarray]:
@@ -269,7 +388,7 @@ def virtual_numpy(frames: np.ndarray, ops: VirtualOperators) -> dict[str, np.nda
         sums[:, 2] = com.sum(axis=1, dtype=acc)
         sums[:, 3] = np.einsum("ij,j->i", com, ops.com_x.astype(acc), dtype=acc)
         sums[:, 4] = np.einsum("ij,j->i", com, ops.com_y.astype(acc), dtype=acc)
-    return _finish(sums, adf.max(axis=1).astype(acc), frames.sum(axis=0, dtype=acc), ops)
+    return _finish(sums, adf.max(axis=1).astype(acc), frames.sum(axis=0, dtype=acc).astype(np.float64), ops)
 
 
 def _check_frames(frames: np.ndarray, ops: VirtualOperators) -> tuple[np.ndarray, np.dtype]:
@@ -289,7 +408,9 @@ def _check_frames(frames: np.ndarray, ops: VirtualOperators) -> tuple[np.ndarray
 
 def _finish(sums: np.ndarray, adf_max: np.ndarray, sum_frame: np.ndarray,
             ops: VirtualOperators) -> dict[str, np.ndarray]:
-    """Turn the raw sums into results; shared by both twins so they round alike."""
+    """Turn the raw sums into results; shared by both twins so they round alike.
+
+    ``sum_frame`` is passed through as it comes (float64 from the public functions)."""
     total, mx, my = (sums[:, k].astype(np.float64) for k in (2, 3, 4))
     com_x = np.full(total.shape, np.nan)
     com_y = np.full(total.shape, np.nan)
@@ -298,7 +419,7 @@ def _finish(sums: np.ndarray, adf_max: np.ndarray, sum_frame: np.ndarray,
     com_y[ok] = my[ok] / total[ok] - ops.center[0]
     return {"vbf": sums[:, 0].astype(np.float64), "adf_sum": sums[:, 1].astype(np.float64),
             "adf_max": adf_max.astype(np.float64), "com_x": com_x, "com_y": com_y,
-            "sum_frame": sum_frame.astype(np.float64)}
+            "sum_frame": sum_frame}
 
 
 class VirtualDetectors(Analyzer):
@@ -365,5 +486,12 @@ class VirtualDetectors(Analyzer):
     def process(self, chunk: FrameChunk) -> Partial:
         if self._ops is None:
             raise RuntimeError("VirtualDetectors.process called before prepare(run)")
-        compute = virtual_numba if self.config.use_numba else virtual_numpy
-        return Partial(first=chunk.first, count=chunk.count, values=compute(chunk.frames, self._ops))
+        if not self.config.use_numba:
+            return Partial(first=chunk.first, count=chunk.count, values=virtual_numpy(chunk.frames, self._ops))
+        sums, adf_max, sum_frame = _numba_raw(chunk.frames, self._ops)
+        # A uint32 sum frame (exact; see _virtual_kernel_u32) stays uint32: half the bytes of
+        # float64 to ship back to the host, and merged into the float64 "sum_frame" buffer
+        # (merge="sum") it adds exactly. Other accumulators go out as float64, as declared.
+        if sum_frame.dtype != np.uint32:
+            sum_frame = sum_frame.astype(np.float64, copy=False)
+        return Partial(first=chunk.first, count=chunk.count, values=_finish(sums, adf_max, sum_frame, self._ops))
