@@ -201,12 +201,12 @@ class EmlivePipeline:
     """FramePublisher -> PipelineServer (process executor, analyzers, optional recorder)."""
 
     def __init__(self, ctx: zmq.Context, data_dir: Path, analyzer: str, factory: str | None,
-                 record: bool) -> None:
+                 record: bool, workers: int = 0) -> None:
         from emlive.stream.publisher import FramePublisher
 
         self.data_dir = data_dir
         self.record = record
-        self.server, self._shutdown = _make_server(analyzer, data_dir, record)
+        self.server, self._shutdown = _make_server(analyzer, data_dir, record, workers)
         if factory is not None:  # analyzers from elsewhere (diagnostics): host and workers resolve it per run
             from emlive.stream.runner import resolve_factory
             self.server.pipeline.factory = resolve_factory(factory)
@@ -250,7 +250,7 @@ class EmlivePipeline:
         self._shutdown(self.server)
 
 
-def _make_server(analyzer: str, data_dir: Path, record: bool):
+def _make_server(analyzer: str, data_dir: Path, record: bool, workers: int = 0):
     """The service's own composition (``service.app.make_server``), on free loopback ports."""
     from emlive.service.app import make_server, shutdown
     from emlive.service.config import AnalyzerConfig, ServiceConfig
@@ -258,7 +258,7 @@ def _make_server(analyzer: str, data_dir: Path, record: bool):
     loopback = "tcp://127.0.0.1:0"
     cfg = ServiceConfig(data_address=loopback, query_address=loopback, snapshot_address=loopback,
                         data_dir=str(data_dir), executor="processes", analyzers=[AnalyzerConfig(analyzer)],
-                        record=record)
+                        record=record, workers=workers)
     return make_server(cfg), shutdown
 
 
@@ -293,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--encoding", choices=("raw", "lz4", "bslz4"), default="raw",
                    help="frame encoding of (b) and (c), done by the publisher inside the timed loop; "
                         "(a) always sends raw")
+    p.add_argument("--workers", type=int, default=0, help="(c) analyzer processes (default: one per core)")
     p.add_argument("--record", action="store_true", help="(c) also records every frame to HDF5 in a temp folder")
     p.add_argument("--analyzer", default="virtual", help="analyzer of (c)")
     p.add_argument("--factory", default=None,
@@ -326,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         if "b" in args.cases:
             paths["b"] = EmlivePair(ctx)
         if "c" in args.cases:
-            paths["c"] = EmlivePipeline(ctx, tmp / "data", args.analyzer, args.factory, args.record)
+            paths["c"] = EmlivePipeline(ctx, tmp / "data", args.analyzer, args.factory, args.record,
+                                           args.workers)
         say(f"{NAME}: {os.cpu_count()} cores, chunks of {chunk} frames, encoding {args.encoding} "
             f"(b, c; encoded by the publisher while timed; (a) raw), "
             f"recorder {'on' if args.record else 'off'}, analyzer {args.analyzer!r}, best of {args.repeat}")
