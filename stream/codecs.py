@@ -74,3 +74,12 @@ def decode_frames(payload: memoryview, encoding: str, sizes: list[int], out: np.
                 out[i] = bitshuffle.decompress_lz4(buf, out.shape[1:], out.dtype, block)
         except (lz4.block.LZ4BlockError, ValueError, RuntimeError) as exc:
             raise ProtocolError("corrupt-payload", f"frame {i}: {exc}") from None
+
+
+def split_payload(payload: memoryview, sizes: list[int]) -> list[memoryview]:
+    """The per-frame pieces of a compressed payload (views, no copies)."""
+    out, offset = [], 0
+    for size in sizes:
+        out.append(payload[offset:offset + size])
+        offset += size
+    return out

@@ -29,9 +29,10 @@ import zmq
 
 from .ipc import ChunkTask, FinishTask, StartTask, StopTask, decode_done, task_encoder
 from .protocol import Chunk, Start, encode_header
-from .runner import AnalyzerRunner, resolve_factory
+from .codecs import split_payload
+from .runner import AnalyzerRunner, frame_chunk, resolve_factory
 from .slots import SlotPool
-from .types import FrameChunk, Partial, RunInfo, split_tiles
+from .types import Partial, RunInfo, split_tiles
 
 logger = logging.getLogger(__name__)
 
@@ -63,19 +64,6 @@ class RecordSpec:
     compression: str = "none"
 
 
-def _chunk_view(chunk: Chunk, frames: np.ndarray) -> FrameChunk:
-    return FrameChunk(chunk.seq, chunk.first, frames,
-                      np.asarray(chunk.timestamps) if chunk.timestamps else None,
-                      {k: np.asarray(v) for k, v in chunk.positions.items()})
-
-
-def _split_payload(chunk: Chunk, payload) -> list | None:
-    if chunk.encoding != "bslz4" or payload is None:
-        return None
-    offsets = np.concatenate([[0], np.cumsum(chunk.sizes)])
-    return [payload[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
-
-
 class InlineExecutor:
     """Runs everything in the calling thread: simplest to debug, the reference for the others."""
 
@@ -98,7 +86,7 @@ class InlineExecutor:
         if record is not None:
             from .recorder import Recorder
             self._recorder = Recorder(record.path, start, compression=record.compression)
-            self._record_passthrough = record.compression == "bslz4"
+            self._record_passthrough = record.compression == "bslz4" and start.encoding == "bslz4"
         self._done, self._task, self._errors = [], 0, []
 
     def capacity(self) -> int:
@@ -119,9 +107,10 @@ class InlineExecutor:
         if self._recorder is not None:
             self._recorder.write(chunk.first, frames, timestamps=chunk.timestamps or None,
                                  positions=dict(chunk.positions) or None,
-                                 compressed=_split_payload(chunk, payload) if self._record_passthrough else None)
+                                 compressed=split_payload(payload, chunk.sizes) if self._record_passthrough else None)
         try:
-            partials = self._runner.process(_chunk_view(chunk, frames))
+            partials = self._runner.process(frame_chunk(chunk.seq, chunk.first, frames, chunk.timestamps,
+                                                         chunk.positions))
         except Exception as exc:
             logger.exception("analyzer failed on chunk %d", chunk.seq)
             self._errors.append(f"chunk {chunk.seq}: {exc!r}")

@@ -10,9 +10,17 @@ import importlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from .types import FrameChunk, Partial, RunInfo, Tile
 
 AnalyzerFactory = Callable[[str, dict], Any]
+
+
+def frame_chunk(seq: int, first: int, frames, timestamps, positions) -> FrameChunk:
+    """The analyzer's view of a chunk, from the header fields as they came off the wire."""
+    return FrameChunk(seq, first, frames, np.asarray(timestamps) if timestamps else None,
+                      {k: np.asarray(v) for k, v in positions.items()})
 
 
 def resolve_factory(path: str) -> AnalyzerFactory:

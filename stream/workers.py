@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 import traceback
 
-import numpy as np
 import zmq
 
 from .ipc import ChunkTask, FinishTask, StartTask, StopTask, encode_done, task_decoder
 from .protocol import HeaderDecoder
-from .runner import AnalyzerRunner, resolve_factory
+from .codecs import split_payload
+from .runner import AnalyzerRunner, frame_chunk, resolve_factory
 from .slots import attach, slot_view
-from .types import FrameChunk, RunInfo, Tile
+from .types import RunInfo, Tile
 
 logger = logging.getLogger(__name__)
 
@@ -84,17 +84,11 @@ class _WorkerState:
             frames = slot_view(self.mm, self.slot_bytes, task.slot, task.count,
                                tuple(start.frame_shape), start.dtype)
             if self.recorder is not None:
-                compressed = None
-                if task.compressed_sizes:
-                    payload = extra[0].buffer
-                    offsets = np.concatenate([[0], np.cumsum(task.compressed_sizes)])
-                    compressed = [payload[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+                compressed = split_payload(extra[0].buffer, task.compressed_sizes) if task.compressed_sizes else None
                 self.recorder.write(task.first, frames, timestamps=task.timestamps or None,
                                     positions=task.positions or None, compressed=compressed)
                 return encode_done(self.worker, task.task, [], frames_written=self.recorder.frames_written)
-            chunk = FrameChunk(task.seq, task.first, frames,
-                               np.asarray(task.timestamps) if task.timestamps else None,
-                               {k: np.asarray(v) for k, v in task.positions.items()})
+            chunk = frame_chunk(task.seq, task.first, frames, task.timestamps, task.positions)
             return encode_done(self.worker, task.task, self.runner.process(chunk, task.frame_work))
         if isinstance(task, FinishTask):
             if self.recorder is not None:
