@@ -60,7 +60,8 @@ class PipelineServer:
         self.snapshot_address = self.pub.last_endpoint.decode()
         self.snapshot_period = 1.0 / snapshot_hz
         self._last_snapshot = 0.0
-        self._sent_versions: dict[tuple[str, str], int] = {}
+        self._sent_versions: dict[tuple[str, str], int] = {}  # per result of the run last published
+        self._sent_uid = ""
         self._stop = threading.Event()
         self.snapshots_sent = 0
         self.stalls = 0  # loop turns with no free slot: back-pressure engaged
@@ -89,7 +90,7 @@ class PipelineServer:
                     poller.unregister(self.receiver.socket)
                 data_registered = want_data
             ready = dict(poller.poll(50))
-            if results_sock is not None and results_sock in ready or self.pipeline.current is not None:
+            if self.pipeline.current is not None or (results_sock is not None and results_sock in ready):
                 self.pipeline.pump(0)
             if self.receiver.socket in ready:
                 for event in self.receiver.poll(0, allocate=self.pipeline.allocate, max_messages=free,
@@ -124,11 +125,13 @@ class PipelineServer:
     def _publish(self, rec: RunRecord, final: bool = False) -> None:
         """Send what changed since the last snapshot; the final one sends everything."""
         self._last_snapshot = time.monotonic()
+        if self._sent_uid != rec.uid:
+            self._sent_uid, self._sent_versions = rec.uid, {}
         header, buffers = {"run_uid": rec.uid, "status": rec.status, "final": final,
                            "progress": _progress(rec), "results": []}, []
         for aname, store in rec.stores.items():
             for rname, spec in store.specs.items():
-                key = (rec.uid + aname, rname)
+                key = (aname, rname)
                 if not final and self._sent_versions.get(key) == store.version:
                     continue
                 self._sent_versions[key] = store.version
@@ -136,7 +139,8 @@ class PipelineServer:
                 header["results"].append(_describe(aname, rname, spec, arr))
                 buffers.append(arr)
         try:
-            self.pub.send_multipart([_enc.encode(header), *buffers], flags=zmq.NOBLOCK, copy=False)
+            # copied on send: the live buffers change under a zero-copy message before it leaves
+            self.pub.send_multipart([_enc.encode(header), *buffers], flags=zmq.NOBLOCK)
             self.snapshots_sent += 1
         except zmq.Again:
             pass  # slow subscribers drop snapshots by design
