@@ -37,6 +37,7 @@ from .types import Partial, RunInfo, split_tiles
 logger = logging.getLogger(__name__)
 
 DEFAULT_FACTORY = "emlive.analyzers.registry:build_analyzer"
+DEATH_GRACE_S = 0.5  # a dead worker's last replies may still be in the results socket
 
 
 @dataclass
@@ -174,6 +175,7 @@ class ProcessExecutor:
         self._results.bind(self._results_address)
         self._recorder_id = self.n_workers
         self._tasks: list = [None] * (self.n_workers + 1)
+        self._retired: list = []
         self._procs: list = [None] * (self.n_workers + 1)
         self._spawns = 0
         for w in range(self.n_workers + 1):  # the last one is the recorder
@@ -195,6 +197,8 @@ class ProcessExecutor:
         self._errors: list[str] = []
         self._frames_recorded = 0
         self._last_check = time.monotonic()
+        self._finishing = False
+        self._dead_since: dict[int, float] = {}
         logger.info("started %d analyzer workers and a recorder", self.n_workers)
 
     def _spawn(self, w: int) -> None:
@@ -202,7 +206,9 @@ class ProcessExecutor:
         from .workers import worker_main
 
         if self._tasks[w] is not None:
-            self._tasks[w].close(linger=0)
+            # closing it now races libzmq's teardown of the dead peer's pipe (assertion in own.cpp):
+            # keep it until the executor closes
+            self._retired.append(self._tasks[w])
         self._spawns += 1
         addr = f"ipc://{self._dir}/tasks-{w}-{self._spawns}"
         sock = self._ctx.socket(zmq.PUSH)
@@ -305,7 +311,7 @@ class ProcessExecutor:
                 except zmq.Again:
                     break
                 self._on_reply(parts)
-        if time.monotonic() - self._last_check > 0.5:
+        if time.monotonic() - self._last_check > 0.25:
             self._check_workers()
         ready, self._ready = self._ready, []
         return ready
@@ -313,6 +319,7 @@ class ProcessExecutor:
     def finish_run(self, summary: dict | None = None, timeout: float = 600.0) -> tuple[list[Completion], RunOutcome]:
         """Wait for every submitted chunk, collect the end-of-run partials and close the recording."""
         self._release_orphans()
+        self._finishing = True
         completions: list[Completion] = []
         for w in range(self.n_workers):
             self._send(w, FinishTask())
@@ -322,7 +329,7 @@ class ProcessExecutor:
         deadline = time.monotonic() + timeout
         while not expected <= set(self._finish_replies):
             completions += self.poll(200)
-            self._check_workers(expected - set(self._finish_replies))
+            self._check_workers()
             if time.monotonic() > deadline:
                 self._errors.append(f"no end-of-run answer from workers {sorted(expected - set(self._finish_replies))}"
                                     f" within {timeout:g} s")
@@ -332,6 +339,7 @@ class ProcessExecutor:
         for w in sorted(self._finish_replies):
             outcome.final_partials.extend(self._finish_replies[w])
         self._recording = False
+        self._finishing = False
         return completions, outcome
 
     def close(self) -> None:
@@ -344,7 +352,7 @@ class ProcessExecutor:
             p.join(timeout=10)
             if p.is_alive():
                 p.terminate()
-        for sock in self._tasks:
+        for sock in self._tasks + self._retired:
             sock.close(linger=0)
         self._results.close(linger=0)
         if self._pool is not None:
@@ -363,12 +371,19 @@ class ProcessExecutor:
             self._pool.release(slot)
         self._allocated.clear()
 
-    def _check_workers(self, finishing: set[int] | None = None) -> None:
-        """Replace dead workers; what they owed is lost, and said so."""
-        self._last_check = time.monotonic()
+    def _check_workers(self) -> None:
+        """Replace dead workers; what they owed is lost, and said so.
+
+        A worker found dead is given a grace period first: replies it sent before dying
+        may still be on their way through the results socket, and those chunks are not lost.
+        """
+        now = self._last_check = time.monotonic()
         for w, proc in enumerate(self._procs):
             if proc.is_alive():
                 continue
+            if now - self._dead_since.setdefault(w, now) < DEATH_GRACE_S:
+                continue
+            del self._dead_since[w]
             role = "recorder" if w == self._recorder_id else f"worker {w}"
             lost = [(k, t) for k, t in self._pending.items() if w in t.owed]
             what = "not recorded" if w == self._recorder_id else "not analyzed"
@@ -384,8 +399,8 @@ class ProcessExecutor:
                 self._recording = False  # a new recorder would truncate the file: record no more this run
             elif w in self._start_tasks:
                 self._send(w, self._start_tasks[w])
-            if finishing and w in finishing:
-                self._finish_replies[w] = []
+            if self._finishing and w not in self._finish_replies:
+                self._finish_replies[w] = []  # its end-of-run answer died with it
         self._release_ready()
 
     def _settle(self, task: _Task, worker: int, lost: bool = False) -> None:

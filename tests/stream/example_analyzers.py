@@ -110,3 +110,30 @@ class Crash(Analyzer):
 
 
 ANALYZERS["crash"] = Crash
+
+
+class CrashAtFinish(PixelAnalyzer):
+    """Kills the worker holding the top tile at the end of the run (worker processes only)."""
+
+    name = "crash_at_finish"
+
+    def results(self, run: RunInfo) -> dict[str, ResultSpec]:
+        return {"n": ResultSpec("frame", run.frame_shape, "int64", ("qy", "qx"), "", merge="tile")}
+
+    def init_tile(self, run: RunInfo, tile: Tile):
+        return {"tile": tile, "n": np.zeros(tile.shape, np.int64)}
+
+    def process_tile(self, state, chunk: FrameChunk):
+        state["n"] += chunk.count
+        return None
+
+    def finish_tile(self, state):
+        import multiprocessing
+        import os
+
+        if multiprocessing.parent_process() is not None and state["tile"].y0 == 0:
+            os._exit(4)
+        return Partial(0, 0, {"n": state["n"]})
+
+
+ANALYZERS["crash_at_finish"] = CrashAtFinish

@@ -235,3 +235,20 @@ def test_a_dying_worker_fails_the_run_with_its_reason_and_the_next_run_is_unaffe
     assert s["frames_received"] == s["frames_recorded"] == 128
     assert s["frames_analyzed"] == 128 - lost.sum() and (seen[~lost] == 1).all()
     assert second.status == "complete" and second.frames_analyzed == 128
+
+
+def test_a_worker_dying_at_the_end_of_the_run_does_not_hang_it():
+    data = frames(64)
+    with running_server("processes", [("crash_at_finish", {}), ("total", {})]) as server:
+        acquire(server, data, (64,))
+        rec = wait_closed(server, timeout=60)
+    assert rec.status == "failed" and "died" in rec.reason
+    n = rec.stores["crash_at_finish"]["n"]
+    top = n.shape[0] // 2
+    assert (n[:top] == 0).all() and (n[top:] == 64).all()   # the dead tile is missing, the other merged
+    # replies the worker queued just before dying may never have left it: each frame is either
+    # analyzed correctly or counted as not analyzed, never silently wrong
+    total = rec.stores["total"]["total"]
+    done = ~np.isnan(total)
+    assert rec.frames_analyzed == done.sum()
+    assert np.array_equal(total[done], data.sum(axis=(1, 2))[done].astype(float))
