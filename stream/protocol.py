@@ -72,6 +72,8 @@ class Start(msgspec.Struct, frozen=True, tag="start", omit_defaults=True):
     frame ``i`` sits at ``np.unravel_index(i, scan_shape)``. ``boundary_frames``
     declares structure inside the run: every that many frames a segment (a tilt,
     a repeat) is complete. ``chunk_frames`` is the largest chunk the source sends.
+    ``positions`` names the per-frame readbacks the chunks will carry (the recorder
+    creates their datasets up front).
     """
 
     version: int
@@ -83,6 +85,7 @@ class Start(msgspec.Struct, frozen=True, tag="start", omit_defaults=True):
     stream: str = "primary"
     encoding: str = "raw"
     boundary_frames: NonNegInt = 0
+    positions: list[str] = []
     calibration: Calibration = msgspec.field(default_factory=Calibration)
     sample: dict = {}
     plan: dict = {}

@@ -56,14 +56,22 @@ class FramePublisher:
     def start(self, frame_shape: tuple[int, int], dtype: str, scan_shape: tuple[int, ...], *,
               run_uid: str | None = None, chunk_frames: int = 64, encoding: str = "raw",
               calibration: Calibration | None = None, boundary_frames: int = 0,
-              sample: Mapping | None = None, plan: Mapping | None = None, stream: str = "primary") -> Start:
-        """Open a run; returns the ``start`` header sent."""
+              sample: Mapping | None = None, plan: Mapping | None = None, stream: str = "primary",
+              positions: list[str] | tuple[str, ...] = ()) -> Start:
+        """Open a run; returns the ``start`` header sent.
+
+        ``positions`` names the per-frame readbacks (tilt, temperature...) the chunks will carry.
+        """
         msg = Start(version=PROTOCOL_VERSION, run_uid=run_uid or uuid.uuid4().hex,
                     frame_shape=tuple(int(v) for v in frame_shape), dtype=str(np.dtype(dtype)),
                     scan_shape=tuple(int(v) for v in scan_shape), chunk_frames=chunk_frames,
                     encoding=encoding, boundary_frames=boundary_frames,
                     calibration=calibration or Calibration(), sample=dict(sample or {}),
-                    plan=dict(plan or {}), stream=stream, time=time.time())
+                    plan=dict(plan or {}), stream=stream, positions=list(positions), time=time.time())
+        return self.open(msg)
+
+    def open(self, msg: Start) -> Start:
+        """Open a run with a ready-made ``start`` header (a replay sends the recorded one)."""
         self.socket.send(encode_header(msg))
         self.start_msg = msg
         self._seq = 0

@@ -76,7 +76,8 @@ class Recorder:
         without recompressing.
     positions : sequence of str, optional
         Names of the per-frame positions to store. SWMR cannot add datasets later, so
-        they must be known now; default ``start.plan.get("positions", [])``. Positions
+        they must be known now; default ``start.positions`` (or, from older sources,
+        ``start.plan["positions"]``). Positions
         of other names are counted in :attr:`unknown_positions` and otherwise ignored.
 
     Examples
@@ -99,7 +100,9 @@ class Recorder:
         self.frames_written = 0
         self.chunks_written = 0
         self.unknown_positions: Counter = Counter()
-        names = list(start.plan.get("positions", []) if positions is None else positions)
+        if positions is None:
+            positions = start.positions or start.plan.get("positions", [])
+        names = list(positions)
         self.position_names = [str(n) for n in names]
         for name in self.position_names:
             if not name or "/" in name or name == ".":

@@ -14,6 +14,7 @@ import time
 import uuid
 from typing import Literal
 
+import msgspec
 import numpy as np
 from tqdm import tqdm
 
@@ -73,10 +74,9 @@ def replay(path: str | os.PathLike, address: str | None = None, rate: Literal["m
 
 def _send(rec: Recording, pub: FramePublisher, rate: str, progress: bool) -> End:
     start = rec.start
-    new = pub.start(start.frame_shape, start.dtype, start.scan_shape, run_uid=uuid.uuid4().hex,
-                    chunk_frames=start.chunk_frames, encoding=start.encoding,
-                    calibration=start.calibration, boundary_frames=start.boundary_frames,
-                    sample=start.sample, plan={**start.plan, "replay_of": start.run_uid}, stream=start.stream)
+    # the recorded header as it was, under a new uid: no field can be forgotten on the way
+    new = pub.open(msgspec.structs.replace(start, run_uid=uuid.uuid4().hex, time=time.time(),
+                                           plan={**start.plan, "replay_of": start.run_uid}))
     logger.info("replaying %s (run %s, %d of %d frames written) as run %s at rate %s", rec.path,
                 start.run_uid, rec.n_written, rec.n_frames, new.run_uid, rate)
     # stored bslz4 chunks are the wire's bslz4 frames: send them without a decode/encode round trip

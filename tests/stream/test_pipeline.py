@@ -252,3 +252,23 @@ def test_a_worker_dying_at_the_end_of_the_run_does_not_hang_it():
     done = ~np.isnan(total)
     assert rec.frames_analyzed == done.sum()
     assert np.array_equal(total[done], data.sum(axis=(1, 2))[done].astype(float))
+
+
+def test_positions_declared_at_start_are_recorded_and_replayed(tmp_path):
+    from emlive.stream.recorder import Recording
+    from emlive.stream.replay import replay
+
+    data = frames(40)
+    tilt = np.repeat(np.arange(4.0) * 15 - 30, 10)
+    with running_server("inline", [("total", {})], tmp_path) as server:
+        pub = FramePublisher(server.data_address)
+        pub.start(data.shape[1:], "uint16", (4, 10), chunk_frames=10, positions=["tilt"])
+        pub.send(data, positions={"tilt": tilt})
+        pub.end()
+        pub.close()
+        live = wait_closed(server, 1)
+        replay(live.recording, server.data_address)
+        again = wait_closed(server, 2)
+    for rec in (live, again):
+        with Recording(rec.recording) as r:
+            assert np.array_equal(r.read_meta(0, 40)[1]["tilt"], tilt)
