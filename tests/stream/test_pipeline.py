@@ -202,9 +202,9 @@ def test_raw_frames_can_be_read_while_the_run_is_recorded(executor_kind, tmp_pat
 
 def test_a_pipeline_stalled_longer_than_the_timeout_does_not_close_the_run():
     data = frames(48, (16, 16))
-    slow = [("total", {"delay_s": 0.25})]
-    # one slot per worker plus one: the pipeline stops reading for longer than the 0.2 s timeout
-    with running_server("processes", slow, max_buffer_bytes=2 * 8 * 16 * 16 * 2, timeout=0.2) as server:
+    slow = [("total", {"delay_s": 0.8})]
+    # two slots: the pipeline stops reading for much longer than the 0.3 s timeout
+    with running_server("processes", slow, max_buffer_bytes=2 * 8 * 16 * 16 * 2, timeout=0.3) as server:
         acquire(server, data, (48,), chunk_frames=8)
         rec = wait_closed(server)
     assert rec.status == "complete", rec.summary()
