@@ -1,4 +1,4 @@
-"""Tests of emlive.analyzers.virtual (and the small registry and package exports around it)."""
+"""Tests of emlive.analyzers.virtual: kernel against its numpy twin and the simulator's ground truth."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import math
 import numpy as np
 import pytest
 
-import emlive.analyzers
-from emlive.analyzers import ANALYZERS, VirtualDetectors, build_analyzer
+from emlive.analyzers import VirtualDetectors
 from emlive.analyzers import registry, virtual
 from emlive.analyzers.virtual import ADF, BF, COM, build_operators, virtual_numba, virtual_numpy
 from emlive.simulators import SyntheticScan
@@ -314,25 +313,3 @@ def test_params_are_kept_for_the_workers():
 def test_docstring_examples_run():
     for module in (virtual, registry):
         assert doctest.testmod(module).failed == 0
-
-
-# --- registry and package exports --------------------------------------------------------------
-
-def test_registry_builds_analyzers_by_name():
-    assert ANALYZERS == {"virtual": VirtualDetectors}
-    analyzer = build_analyzer("virtual", {"bf_radius": 3})
-    assert isinstance(analyzer, VirtualDetectors) and analyzer.params == {"bf_radius": 3}
-
-
-def test_registry_names_the_available_analyzers_for_an_unknown_name():
-    with pytest.raises(ValueError, match=r"unknown analyzer 'nope'; available: virtual"):
-        build_analyzer("nope", {})
-
-
-def test_package_exports_its_public_names():
-    assert set(emlive.analyzers.__all__) == {"Analyzer", "PixelAnalyzer", "BoundaryHook", "VirtualDetectors",
-                                             "build_analyzer", "ANALYZERS"}
-    for name in emlive.analyzers.__all__:
-        assert getattr(emlive.analyzers, name) is not None
-    with pytest.raises(AttributeError):
-        emlive.analyzers.nope  # noqa: B018
