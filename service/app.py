@@ -8,7 +8,7 @@ from emlive.stream.executor import InlineExecutor, ProcessExecutor
 from emlive.stream.pipeline import Pipeline
 from emlive.stream.server import PipelineServer
 
-from .config import ServiceConfig
+from .config import ServiceConfig, limits_of
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ def make_server(cfg: ServiceConfig) -> PipelineServer:
     pipeline = Pipeline(executor, [(a.name, dict(a.params)) for a in cfg.analyzers], cfg.data_dir,
                         record=cfg.record, record_compression=cfg.record_compression)
     server = PipelineServer(pipeline, data_address=cfg.data_address, query_address=cfg.query_address,
-                            snapshot_address=cfg.snapshot_address, timeout=cfg.timeout_s,
+                            snapshot_address=cfg.snapshot_address, timeout=cfg.timeout_s, limits=limits_of(cfg),
                             snapshot_hz=cfg.snapshot_hz)
     logger.info("serving: data %s, queries %s, snapshots %s, executor %s, data in %s", server.data_address,
                 server.query_address, server.snapshot_address, executor.name, cfg.data_dir)

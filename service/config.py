@@ -26,7 +26,12 @@ class ServiceConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     record_compression: str = "none"  # none | bslz4
     timeout_s: float = 10.0
     snapshot_hz: float = 20.0
-    max_buffer_mb: int = 256
+    max_buffer_mb: int = 256          # shared memory for frames in flight (bounds memory under back-pressure)
+    # messages beyond these are rejected (and counted) rather than allocated
+    max_frame_pixels: int = 4096 * 4096
+    max_chunk_frames: int = 4096
+    max_chunk_mb: int = 1024
+    max_scan_frames: int = 1 << 28
 
     def __post_init__(self) -> None:
         if self.executor not in ("inline", "processes"):
@@ -35,6 +40,14 @@ class ServiceConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError(f"record_compression must be 'none' or 'bslz4', got {self.record_compression!r}")
         if not 0 < self.snapshot_hz <= 20:
             raise ValueError(f"snapshot_hz must be in (0, 20], got {self.snapshot_hz}")
+
+
+def limits_of(cfg: ServiceConfig):
+    """The receiver's size limits from the configuration."""
+    from emlive.stream.validation import Limits
+
+    return Limits(max_frame_pixels=cfg.max_frame_pixels, max_chunk_frames=cfg.max_chunk_frames,
+                  max_chunk_bytes=cfg.max_chunk_mb << 20, max_scan_frames=cfg.max_scan_frames)
 
 
 def load_config(path: str | Path | None, **overrides) -> ServiceConfig:

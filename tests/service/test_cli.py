@@ -32,6 +32,23 @@ def test_config_file_and_flags(tmp_path):
         load_config(None, executor="threads")
 
 
+def test_size_limits_come_from_the_configuration():
+    from emlive.service.app import make_server, shutdown
+    from emlive.stream.protocol import PROTOCOL_VERSION, Start, encode_header
+
+    loop = "tcp://127.0.0.1:0"
+    cfg = load_config(None, executor="inline", max_frame_pixels=64 * 64, data_address=loop, query_address=loop,
+                      snapshot_address=loop, record=False)
+    server = make_server(cfg)
+    try:
+        big = Start(version=PROTOCOL_VERSION, run_uid="big", frame_shape=(128, 128), dtype="uint16",
+                    scan_shape=(4,))
+        assert server.receiver.handle_parts([encode_header(big)]) == []
+        assert server.receiver.rejected["frame-too-large"] == 1
+    finally:
+        shutdown(server)
+
+
 def test_serve_status_and_replay_from_the_command_line(tmp_path):
     args = ["serve", "--data-dir", str(tmp_path), "--executor", "inline", "--runs", "2", "--timeout", "30",
             "--data-address", "tcp://127.0.0.1:0", "--query-address", "tcp://127.0.0.1:0",
