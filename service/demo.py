@@ -1,7 +1,7 @@
 """``emlive demo``: a simulated 4D-STEM acquisition analysed live, then replayed through the same pipeline.
 
 Writes to ``OUT/``: ``data/<run>/raw.h5`` (the recording), ``results.h5`` and
-``summary.json`` for the live run and for its replay, and ``demo_summary.json``
+``summary.json`` for the live run and for its replay, ``maps/*.png`` (the live maps), and ``demo_summary.json``
 saying whether the replay reproduced the live results bit for bit and how well the
 maps recover the simulator's ground truth.
 """
@@ -25,6 +25,7 @@ from emlive.stream.replay import replay
 
 from .app import make_server, shutdown
 from .config import AnalyzerConfig, ServiceConfig
+from .export import export_maps
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ def run_demo(out: str | Path, scan_shape=(64, 64), frame_shape=(128, 128), execu
             "live": live.summary(), "replay": rerun.summary(), "replay_equals_live": equal,
             "live_seconds": round(t_live, 2), "com_x_median_abs_error_px": err, "output": str(out.resolve()),
         }
+        summary["maps"] = [str(p) for p in export_maps(live.results_path, out / "maps")]
         (out / "demo_summary.json").write_text(json.dumps(summary, indent=2))
         return summary
     finally:

@@ -102,6 +102,15 @@ def test_demo_runs_and_writes_its_results(tmp_path, executor):
     assert summary["live"]["frames_analyzed"] == summary["live"]["frames_recorded"] == 120
     assert summary["com_x_median_abs_error_px"] < 0.2
     assert len(list(tmp_path.glob("data/*/raw.h5"))) == 2
+    # the maps as pictures: one PNG per 2-D map, its grey levels ordered as the map's values
+    from PIL import Image
+
+    pngs = {p.stem: p for p in (tmp_path / "maps").glob("*.png")}
+    assert {"virtual_vbf", "virtual_adf_sum", "virtual_com_x"} <= set(pngs)
+    with h5py.File(next(tmp_path.glob(f"data/{summary['live']['run_uid']}/results.h5"))) as f:
+        vbf = f["results/virtual/vbf"][()]
+    img = np.asarray(Image.open(pngs["virtual_vbf"]))[::4, ::4].astype(float)
+    assert img.shape == vbf.shape and np.corrcoef(img.ravel(), vbf.ravel())[0, 1] > 0.9
 
 
 def test_every_subcommand_has_help():
