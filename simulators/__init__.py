@@ -3,6 +3,8 @@
 Imports only numpy/scipy and physics libraries, nothing else of emlive.
 """
 
+from .aet_particle import AETParticle
+from .eds_particle import EDSParticle
 from .synthetic import SyntheticScan
 
-__all__ = ["SyntheticScan"]
+__all__ = ["AETParticle", "EDSParticle", "SyntheticScan"]
