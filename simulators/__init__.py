@@ -3,8 +3,13 @@
 Imports only numpy/scipy and physics libraries, nothing else of emlive.
 """
 
+from . import physics
 from .aet_particle import AETParticle
+from .detector import DetectorModel, frame_rng
+from .ecm_nanowire import ECMNanowire
 from .eds_particle import EDSParticle
+from .fem_film import FEMFilm
 from .synthetic import SyntheticScan
 
-__all__ = ["AETParticle", "EDSParticle", "SyntheticScan"]
+__all__ = ["AETParticle", "DetectorModel", "ECMNanowire", "EDSParticle", "FEMFilm", "SyntheticScan",
+           "frame_rng", "physics"]
