@@ -67,9 +67,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    summary = run_demo(args.out, scan_shape=tuple(args.scan), frame_shape=tuple(args.frame),
-                       executor=args.executor, encoding=args.encoding)
-    print(json.dumps(summary, indent=2))
+    summary = run_demo(args.out, scan_shape=tuple(args.scan), executor=args.executor, encoding=args.encoding)
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("live", "replay")}, indent=2))
+    print(f"live run {summary['live']['status']}: {summary['live']['frames_analyzed']} frames analyzed, "
+          f"{summary['live']['frames_recorded']} recorded; results in {summary['output']}")
     return 0 if summary["ok"] else 1
 
 
@@ -105,10 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--timeout", type=float, default=3.0)
     st.set_defaults(func=cmd_status)
 
-    d = sub.add_parser("demo", help="simulated acquisition with live analysis, then a replay; results to a folder")
+    d = sub.add_parser("demo", help="snem_map on the simulated laminate, analysed live, then replayed; "
+                                     "results to a folder")
     d.add_argument("--out", default="demo-output")
-    d.add_argument("--scan", type=int, nargs=2, default=[64, 64], metavar=("NY", "NX"))
-    d.add_argument("--frame", type=int, nargs=2, default=[128, 128], metavar=("QY", "QX"))
+    d.add_argument("--scan", type=int, nargs=2, default=[32, 48], metavar=("NY", "NX"))
     d.add_argument("--executor", choices=["inline", "processes"], default="processes")
     d.add_argument("--encoding", choices=["raw", "lz4", "bslz4"], default="bslz4")
     d.set_defaults(func=cmd_demo)
@@ -119,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2) if args.verbose else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("httpx", "alembic", "tiled", "bluesky"):  # their per-request INFO lines drown ours
+        logging.getLogger(chatty).setLevel(max(level, logging.WARNING))
     return args.func(args)
 
 

@@ -251,6 +251,11 @@ class SnemLaminate:
 
     # ------------------------------------------------------------- public
     @property
+    def frame_shape(self) -> tuple[int, int]:
+        """(qy, qx) of the detector: what a camera streaming this phantom declares."""
+        return tuple(self.detector.shape)
+
+    @property
     def n_frames(self) -> int:
         return self.scan_shape[0] * self.scan_shape[1]
 

@@ -1,48 +1,10 @@
-import contextlib
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
 # worker processes are spawned and inherit sys.path: they find example_analyzers here
 sys.path.insert(0, str(Path(__file__).parent))
-
-FACTORY = "example_analyzers:build"
-
-
-@contextlib.contextmanager
-def running_server(executor: str, analyzers, data_dir=None, **kw):
-    from emlive.stream.executor import InlineExecutor, ProcessExecutor
-    from emlive.stream.pipeline import Pipeline
-    from emlive.stream.server import PipelineServer
-
-    max_buffer = kw.pop("max_buffer_bytes", 64 << 20)
-    ex = InlineExecutor(FACTORY) if executor == "inline" else ProcessExecutor(2, FACTORY, max_buffer_bytes=max_buffer)
-    pipeline = Pipeline(ex, analyzers, data_dir, factory=FACTORY,
-                        record_compression=kw.pop("record_compression", "none"))
-    server = PipelineServer(pipeline, **kw)
-    thread = threading.Thread(target=server.serve, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        thread.join(30)
-        server.close()
-        ex.close()
-
-
-def wait_closed(server, n=1, timeout=60.0):
-    """The n-th closed run of the server (polling its run table: the loop runs in another thread)."""
-    t_end = time.monotonic() + timeout
-    while time.monotonic() < t_end:
-        done = [r for r in list(server.pipeline.runs.values()) if r.t_end is not None]
-        if len(done) >= n:
-            return done[n - 1]
-        time.sleep(0.01)
-    raise TimeoutError(f"{n} runs did not close within {timeout} s")
 
 
 @pytest.fixture(params=["inline", "processes"])

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import running_server, wait_closed
+from serving import running_server, wait_closed
 
 from emlive.stream.client import PipelineClient, SnapshotSubscriber
 from emlive.stream.publisher import FramePublisher
