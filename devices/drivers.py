@@ -312,8 +312,13 @@ class SimCameraDriver:
             if frame_time > 0:  # pace like the hardware: the k-th frame after the trigger is ready at t0 + k·frame_time
                 ready = t0 + (first + count - begin) * frame_time
                 time.sleep(max(0.0, ready - time.monotonic()))
-            positions = {name: np.full(count, float(self.position_sources[name]()))
-                         for name in s.positions if name in self.position_sources}
+            # per-frame values the source knows (e.g. HAADF per probe), then readbacks of other
+            # devices (e.g. the stage's tilt), which hold for the whole chunk
+            per_frame = self.source.positions(local, count) if callable(getattr(self.source, "positions", None)) \
+                else {}
+            positions = {name: np.asarray(per_frame[name], dtype=float) for name in s.positions if name in per_frame}
+            positions.update({name: np.full(count, float(self.position_sources[name]()))
+                              for name in s.positions if name in self.position_sources})
             self._pub.send(frames, first, positions=positions)
             first += count
             self._frames_sent = first

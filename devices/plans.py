@@ -245,7 +245,7 @@ def ecm_series(camera: Camera, heater: Heater, *, n_frames: int, frame_time: flo
 
 # -- tilt series ----------------------------------------------------------------------------------
 def _tilt_series(kind: str, camera: Camera, scan: ScanGenerator, stage: Stage, *, angles, shape, step, dwell,
-                 rotation, calibration, sample, md) -> MsgGenerator[str]:
+                 rotation, calibration, sample, md, positions: Sequence[str] = ()) -> MsgGenerator[str]:
     _check_type(camera, Camera, "camera")
     _check_type(scan, ScanGenerator, "scan")
     _check_type(stage, Stage, "stage")
@@ -257,6 +257,8 @@ def _tilt_series(kind: str, camera: Camera, scan: ScanGenerator, stage: Stage, *
     ny, nx = _check_shape(shape)
     step, dwell = _check_positive(step, "step"), _check_positive(dwell, "dwell")
     cal, sample, user_md = _calibration(calibration), _mapping(sample, "sample"), _mapping(md, "md")
+    if isinstance(positions, (str, bytes)) or not all(isinstance(p, str) and p for p in positions):
+        raise ValueError(f"positions must be a sequence of names, got {positions!r}")
     n_tilt, per_tilt = len(angles), ny * nx
     plan_name = f"{kind}_tilt_series"
     tomo = {"type": f"{kind}_tilt", "rotation": "stage-tilt", "angles": angles, "shape": [n_tilt, ny, nx],
@@ -268,8 +270,9 @@ def _tilt_series(kind: str, camera: Camera, scan: ScanGenerator, stage: Stage, *
            "calibration": cal, "sample": sample, **user_md}
     info = CameraTriggerInfo(number_of_events=n_tilt * per_tilt, livetime=dwell,
                              trigger=DetectorTrigger.EXTERNAL_EDGE, scan_shape=(n_tilt, ny, nx),
-                             boundary_frames=per_tilt, positions=("tilt",), calibration=cal, sample=sample,
-                             plan={"plan_name": plan_name, "technique": kind, "tomo": tomo})
+                             boundary_frames=per_tilt, positions=("tilt", *positions), calibration=cal,
+                             sample=sample, plan={"plan_name": plan_name, "technique": kind, "tomo": tomo,
+                                                  **({kind: user_md[kind]} if kind in user_md else {})})
 
     @bpp.stage_decorator([camera, scan, stage])
     @bpp.run_decorator(md=_md)
@@ -295,7 +298,7 @@ def _tilt_series(kind: str, camera: Camera, scan: ScanGenerator, stage: Stage, *
 def eds_tilt_series(camera: Camera, scan: ScanGenerator, stage: Stage, *, angles: Sequence[float],
                     shape: tuple[int, int], step: float, dwell: float, rotation: float = 0.0,
                     calibration: Calibration | Mapping | None = None, sample: Mapping | None = None,
-                    md: Mapping | None = None) -> MsgGenerator[str]:
+                    md: Mapping | None = None, positions: Sequence[str] = ()) -> MsgGenerator[str]:
     """EDS/HAADF tilt series for tomography: one raster per stage tilt, all in one run.
 
     For each angle the stage tilts, its position is read into the ``tilt`` stream, and
@@ -306,13 +309,19 @@ def eds_tilt_series(camera: Camera, scan: ScanGenerator, stage: Stage, *, angles
     ``tomo = {"type": "eds_tilt", "rotation": "stage-tilt", "angles": ..., "shape":
     [n_tilt, ny, nx]}`` (after xpdAn's ``start["tomo"]``).
 
+    With an :class:`~emlive.devices.EDSSpectrumSource` the camera streams one spectrum per
+    probe position; ``positions=["haadf"]`` adds its HAADF value per frame, and
+    ``md=source.metadata()`` puts the energy axis (``md["eds"]``) into the start document
+    and the stream's ``start`` header.
+
     Returns
     -------
     str
         The run's uid.
     """
     return (yield from _tilt_series("eds", camera, scan, stage, angles=angles, shape=shape, step=step, dwell=dwell,
-                                    rotation=rotation, calibration=calibration, sample=sample, md=md))
+                                    rotation=rotation, calibration=calibration, sample=sample, md=md,
+                                    positions=positions))
 
 
 def aet_tilt_series(camera: Camera, scan: ScanGenerator, stage: Stage, *, angles: Sequence[float],

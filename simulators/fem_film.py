@@ -47,21 +47,22 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
 
 import numpy as np
 from scipy import ndimage
 
 from .detector import DetectorModel, electron_indices, frame_rng
+from .phantom import BinnedElectronPhantom
 
 __all__ = ["FEMFilm"]
 
 logger = logging.getLogger(__name__)
 
-_GROUP_FRAMES = 32  # frames per vectorised post-processing pass
 
 
-class FEMFilm:
+class FEMFilm(BinnedElectronPhantom):
+    group_frames = 32  # frames per vectorised pass (their counts stay in cache)
+
     """Scanned nano-diffraction of a thickness-graded amorphous film with MRO domains.
 
     Frame ``i`` sits at scan position ``divmod(i, nx)`` and is drawn from its own
@@ -182,25 +183,6 @@ class FEMFilm:
         return (self.dose * t / self._t_ref) * self._p_pix * self._transmission
 
     # ------------------------------------------------------------------ API
-    def frames(self, first: int, count: int) -> np.ndarray:
-        """Recorded frames ``first .. first + count - 1`` as (count, qy, qx) of the detector dtype."""
-        if not (0 <= first and 0 <= count and first + count <= self.n_frames):
-            raise ValueError(f"frames {first}..{first + count - 1} are outside the scan of "
-                             f"{self.n_frames} frames (first >= 0, count >= 0 expected)")
-        qy, qx = self.detector.shape
-        out = np.empty((count, qy, qx), dtype=np.dtype(self.detector.dtype))
-        for g0 in range(0, count, _GROUP_FRAMES):
-            g1 = min(count, g0 + _GROUP_FRAMES)
-            out[g0:g1] = self.detector.electrons_to_counts(self._electrons(first + g0, g1 - g0))
-        return out
-
-    def iter_chunks(self, chunk_frames: int) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(first, frames)`` over the whole scan, ``chunk_frames`` frames at a time."""
-        if chunk_frames < 1:
-            raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
-        for first in range(0, self.n_frames, chunk_frames):
-            yield first, self.frames(first, min(chunk_frames, self.n_frames - first))
-
     def haadf(self, first: int, count: int) -> np.ndarray:
         """HAADF counts of probes ``first .. first + count - 1``: black + slope * t + noise (fixed by the seed)."""
         if not (0 <= first and 0 <= count and first + count <= self.n_frames):
