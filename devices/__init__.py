@@ -21,6 +21,7 @@ from .drivers import (
     SimStageDriver,
     StageDriver,
 )
+from .aet_source import AETProjectionSource
 from .eds_source import EDSSpectrumSource
 from .heater import Heater
 from .plans import aet_tilt_series, ecm_series, eds_tilt_series, fem_map, snem_map
@@ -34,7 +35,7 @@ __all__ = [
     "Stage", "PrecessionUnit", "ScanGenerator", "Raster", "Heater", "HAADFDetector", "EDSDetector",
     "ArmSettings", "CameraDriver", "FrameSource", "StageDriver", "PrecessionDriver", "ScanGeneratorDriver",
     "HeaterDriver", "PointDriver", "SimCameraDriver", "SimStageDriver", "SimPrecessionDriver",
-    "SimScanGeneratorDriver", "SimHeaterDriver", "SimPointDriver", "EDSSpectrumSource",
+    "SimScanGeneratorDriver", "SimHeaterDriver", "SimPointDriver", "EDSSpectrumSource", "AETProjectionSource",
     "snem_map", "fem_map", "ecm_series", "eds_tilt_series", "aet_tilt_series",
     "start_catalog", "connect_catalog", "subscribe_catalog",
 ]
