@@ -234,7 +234,7 @@ class SimCameraDriver:
             while True:
                 runs = {r["run_uid"]: r for r in client.runs()}
                 run = runs.get(uid)
-                if run is not None and run["status"] != "running":
+                if run is not None and run.get("closed"):  # results and summary are on disk
                     return run
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"the pipeline did not close run {uid} within {timeout} s")

@@ -141,7 +141,7 @@ def _wait_closed(server, match, timeout: float = 600.0):
     t_end = time.monotonic() + timeout
     while time.monotonic() < t_end:
         for rec in list(server.pipeline.runs.values()):
-            if match(rec) and rec.t_end is not None:
+            if match(rec) and rec.closed:
                 return rec
         time.sleep(0.05)
     raise TimeoutError("the pipeline did not close the run")

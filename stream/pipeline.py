@@ -50,6 +50,7 @@ class RunRecord:
     t_end: float | None = None
     segment_frames: np.ndarray | None = None
     segments_fired: set = field(default_factory=set)
+    closed: bool = False  # set last, once results and summary are on disk: what waiters should watch
 
     @property
     def uid(self) -> str:
@@ -98,7 +99,7 @@ class Pipeline:
         self.keep_runs = keep_runs
         self.runs: dict[str, RunRecord] = {}
         self.current: RunRecord | None = None
-        self.closed: list[RunRecord] = []  # runs closed since the caller last looked
+        self.newly_closed: list[RunRecord] = []  # runs closed since the server last looked
 
     # -- events ------------------------------------------------------------------------------
     def on_event(self, event) -> None:
@@ -185,8 +186,9 @@ class Pipeline:
         rec.t_end = time.time()
         if self.data_dir is not None:
             self._save(rec)
+        rec.closed = True
         self.current = None
-        self.closed.append(rec)
+        self.newly_closed.append(rec)
         s = rec.summary()
         logger.info("run %s %s: sent %s, received %d, recorded %d, analyzed %d, missing %d (%s)", rec.uid,
                     rec.status, s["frames_sent"], s["frames_received"], s["frames_recorded"],

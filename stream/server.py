@@ -101,11 +101,11 @@ class PipelineServer:
                     self.pipeline.on_event(event)
             if self.router in ready:
                 self._answer_queries()
-            if self.pipeline.closed:
-                for rec in self.pipeline.closed:
+            if self.pipeline.newly_closed:
+                for rec in self.pipeline.newly_closed:
                     self._publish(rec, final=True)
-                closed += len(self.pipeline.closed)
-                self.pipeline.closed.clear()
+                closed += len(self.pipeline.newly_closed)
+                self.pipeline.newly_closed.clear()
             elif self.pipeline.current is not None and time.monotonic() - self._last_snapshot >= self.snapshot_period:
                 self._publish(self.pipeline.current)
             if runs is not None and closed >= runs:
@@ -168,7 +168,8 @@ class PipelineServer:
                     "rejected": dict(self.receiver.rejected), "executor": self.pipeline.executor.name,
                     "analyzers": [n for n, _ in self.pipeline.analyzer_specs]}, []
         if op == "runs":
-            return {"runs": [r.summary() for r in self.pipeline.runs.values()]}, []
+            # "closed": results and summary are written (a status alone is set a moment before)
+            return {"runs": [r.summary() | {"closed": r.closed} for r in self.pipeline.runs.values()]}, []
         rec = self._run(q.get("run"))
         if op == "results":
             return {"run_uid": rec.uid, "results": [_describe(a, n, s, store.view(n))

@@ -33,7 +33,7 @@ def wait_closed(server, n=1, timeout=60.0):
     """The n-th closed run of the server (polling its run table: the loop runs in another thread)."""
     t_end = time.monotonic() + timeout
     while time.monotonic() < t_end:
-        done = [r for r in list(server.pipeline.runs.values()) if r.t_end is not None]
+        done = [r for r in list(server.pipeline.runs.values()) if r.closed]
         if len(done) >= n:
             return done[n - 1]
         time.sleep(0.01)

@@ -147,6 +147,7 @@ def test_queries_and_snapshots(tmp_path):
         client.close()
         sub.close()
     assert [r["run_uid"] for r in runs] == [start.run_uid] and runs[0]["status"] == "complete"
+    assert runs[0]["closed"] and rec.results_path.exists()  # closed means its files are written
     assert {(s["analyzer"], s["name"], s["kind"]) for s in specs} >= {("total", "total", "map")}
     assert total.shape == (8, 8) and np.array_equal(total, data.sum(axis=(1, 2)).reshape(8, 8))
     assert np.array_equal(frame, data[37])           # the raw frame, from the recording
