@@ -92,7 +92,11 @@ def _raster_md(ny: int, nx: int, step: float) -> dict:
 
 # -- raster maps ----------------------------------------------------------------------------------
 def _raster_map(kind: str, camera: Camera, scan: ScanGenerator, precession: PrecessionUnit, stage: Stage, *,
-                shape, step, dwell, rotation, calibration, sample, md, plan_args) -> MsgGenerator[str]:
+                shape, step, dwell, rotation, calibration, sample, md) -> MsgGenerator[str]:
+    # as the caller gave them, before checking (so a rejected call's metadata would show what was asked)
+    plan_args = {"camera": repr(camera), "scan": repr(scan), "precession": repr(precession), "stage": repr(stage),
+                 "shape": list(shape) if isinstance(shape, (tuple, list)) else shape, "step": step,
+                 "dwell": dwell, "rotation": rotation}
     _check_type(camera, Camera, "camera")
     _check_type(scan, ScanGenerator, "scan")
     _check_type(precession, PrecessionUnit, "precession")
@@ -167,12 +171,8 @@ def snem_map(camera: Camera, scan: ScanGenerator, precession: PrecessionUnit, st
     str
         The run's uid.
     """
-    plan_args = {"camera": repr(camera), "scan": repr(scan), "precession": repr(precession), "stage": repr(stage),
-                 "shape": list(shape) if isinstance(shape, (tuple, list)) else shape, "step": step,
-                 "dwell": dwell, "rotation": rotation}
     return (yield from _raster_map("snem", camera, scan, precession, stage, shape=shape, step=step, dwell=dwell,
-                                   rotation=rotation, calibration=calibration, sample=sample, md=md,
-                                   plan_args=plan_args))
+                                   rotation=rotation, calibration=calibration, sample=sample, md=md))
 
 
 def fem_map(camera: Camera, scan: ScanGenerator, precession: PrecessionUnit, stage: Stage, *,
@@ -185,12 +185,8 @@ def fem_map(camera: Camera, scan: ScanGenerator, precession: PrecessionUnit, sta
     region; the acquisition is the same raster, the analysis differs (variance of
     intensity over positions), so only the metadata tell the analyzers apart.
     """
-    plan_args = {"camera": repr(camera), "scan": repr(scan), "precession": repr(precession), "stage": repr(stage),
-                 "shape": list(shape) if isinstance(shape, (tuple, list)) else shape, "step": step,
-                 "dwell": dwell, "rotation": rotation}
     return (yield from _raster_map("fem", camera, scan, precession, stage, shape=shape, step=step, dwell=dwell,
-                                   rotation=rotation, calibration=calibration, sample=sample, md=md,
-                                   plan_args=plan_args))
+                                   rotation=rotation, calibration=calibration, sample=sample, md=md))
 
 
 # -- time series ----------------------------------------------------------------------------------

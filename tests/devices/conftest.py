@@ -116,3 +116,13 @@ def devices(RE, pipeline, phantom, workdir):
     yield {"camera": camera, "scan": scan, "precession": precession, "stage": stage, "heater": heater}
     cam_driver.close()
 
+
+@pytest.fixture
+def plain_RE():
+    """A RunEngine without the Tiled catalog (which takes seconds to start): documents kept by name."""
+    re = RunEngine({})
+    re.docs = {}
+    re.subscribe(lambda name, doc: re.docs.setdefault(name, []).append(doc))
+    yield re
+    if re.state != "idle":
+        re.halt()

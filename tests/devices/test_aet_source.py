@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from bluesky import RunEngine
 from ophyd_async.core import init_devices
 
 from emlive.devices import (AETProjectionSource, Camera, FrameSource, ScanGenerator, SimCameraDriver,
@@ -20,16 +19,6 @@ def particle():
     return AETParticle(radius_A=10.0, image_shape=(48, 48), pixel_A=0.5, seed=3)
 
 
-@pytest.fixture
-def RE():
-    re = RunEngine({})
-    re.docs = {}
-    re.subscribe(lambda name, doc: re.docs.setdefault(name, []).append(doc))
-    yield re
-    if re.state != "idle":
-        re.halt()
-
-
 def test_source_gives_the_projection_of_each_tilt(particle):
     source = AETProjectionSource(particle, ANGLES)
     assert isinstance(source, FrameSource) and source.frame_shape == (48, 48) and source.n_frames == 4
@@ -40,7 +29,7 @@ def test_source_gives_the_projection_of_each_tilt(particle):
         AETProjectionSource(object(), ANGLES)
 
 
-def test_aet_tilt_series_records_one_image_per_tilt(RE, pipeline, particle, workdir):
+def test_aet_tilt_series_records_one_image_per_tilt(plain_RE, pipeline, particle, workdir):
     source = AETProjectionSource(particle, ANGLES)
     stage_driver = SimStageDriver()
     cam_driver = SimCameraDriver(source, pipeline.data_address, query_address=pipeline.query_address,
@@ -49,7 +38,7 @@ def test_aet_tilt_series_records_one_image_per_tilt(RE, pipeline, particle, work
         camera = Camera(cam_driver, workdir / "data")
         scan = ScanGenerator(SimScanGeneratorDriver(cam_driver))
         stage = Stage(stage_driver)
-    RE(aet_tilt_series(camera, scan, stage, angles=ANGLES, shape=(1, 1), step=0.5, dwell=1e-3))
+    plain_RE(aet_tilt_series(camera, scan, stage, angles=ANGLES, shape=(1, 1), step=0.5, dwell=1e-3))
     run = pipeline.pipeline.runs[camera.run_uid]
     assert run.status == "complete" and run.start.scan_shape == (4, 1, 1)
     with Recording(camera.recording) as rec:

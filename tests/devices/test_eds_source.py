@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from bluesky import RunEngine
 from ophyd_async.core import init_devices
 
 from emlive.devices import (
@@ -77,18 +76,7 @@ def test_rejects_what_is_not_an_eds_particle():
 
 
 @pytest.fixture
-def RE():
-    """A RunEngine without the Tiled catalog (which takes seconds to start): documents kept by name."""
-    re = RunEngine({})
-    re.docs = {}
-    re.subscribe(lambda name, doc: re.docs.setdefault(name, []).append(doc))
-    yield re
-    if re.state != "idle":
-        re.halt()
-
-
-@pytest.fixture
-def eds_devices(RE, pipeline, source, workdir):
+def eds_devices(plain_RE, pipeline, source, workdir):
     stage_driver = SimStageDriver()
     cam_driver = SimCameraDriver(source, pipeline.data_address, query_address=pipeline.query_address,
                                  chunk_frames=24, frame_time=0.0,  # 24 does not divide 64: chunks straddle tilts
@@ -111,18 +99,19 @@ def _window_sums(spectra: np.ndarray, particle: EDSParticle) -> np.ndarray:
     return np.array(sums)
 
 
-def test_eds_tilt_series_streams_a_spectrum_per_probe_position(RE, eds_devices, pipeline, source, particle):
+def test_eds_tilt_series_streams_a_spectrum_per_probe_position(plain_RE, eds_devices, pipeline, source,
+                                                               particle):
     d = eds_devices
-    (uid,) = RE(eds_tilt_series(d["camera"], d["scan"], d["stage"], angles=list(source.tilt_angles_deg),
+    (uid,) = plain_RE(eds_tilt_series(d["camera"], d["scan"], d["stage"], angles=list(source.tilt_angles_deg),
                                 shape=source.scan_shape, step=70.0, dwell=1e-3, md=source.metadata(),
                                 positions=[source.HAADF]))
-    (start,), (stop,) = RE.docs["start"], RE.docs["stop"]
+    (start,), (stop,) = plain_RE.docs["start"], plain_RE.docs["stop"]
     assert stop["exit_status"] == "success" and stop["run_start"] == uid
     assert start["eds"] == source.metadata()["eds"]  # the energy axis is in the run's metadata
-    (resource,) = RE.docs["stream_resource"]
+    (resource,) = plain_RE.docs["stream_resource"]
     assert list(resource["parameters"]["chunk_shape"]) == [1, 1, N_CHANNELS]
     assert resource["data_key"] == "camera" and resource["uri"] == eds_devices["camera"].recording.resolve().as_uri()
-    assert sum(s["indices"]["stop"] - s["indices"]["start"] for s in RE.docs["stream_datum"]) == 3 * 64
+    assert sum(s["indices"]["stop"] - s["indices"]["start"] for s in plain_RE.docs["stream_datum"]) == 3 * 64
 
     camera = d["camera"]
     run = pipeline.pipeline.runs[camera.run_uid]
