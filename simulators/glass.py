@@ -181,6 +181,20 @@ def reduced_pdf(q: np.ndarray, s_q: np.ndarray, r: np.ndarray, qmin: float, qmax
     return 2 / np.pi * f @ np.sin(np.outer(qq, r))
 
 
+def partial_pdfs(c_zr: float, alpha: float, r: np.ndarray, qmin: float, qmax: float) -> dict[str, np.ndarray]:
+    """Ground truth for bond analyses: each pair's reduced PDF G_ij(r), band-limited to [qmin, qmax] as measured.
+
+    G_ij = (2/π) ∫ Q (S_ij − 1) sin(Qr) dQ with S_ij the transform of the partial
+    g_ij of :func:`_partials` (unweighted: the shapes an NMF should find), keys
+    ``"XX"``, ``"ZrX"``, ``"ZrZr"``.
+    """
+    q = np.arange(0.01, qmax + 0.01, 0.01)
+    kernel, _ = intensity_cache(q)
+    rho = glass_density(c_zr)
+    return {pair: reduced_pdf(q, 1 + (kernel @ (g - 1)) * 4 * np.pi * rho / q, np.asarray(r, float), qmin, qmax)
+            for pair, g in _partials(c_zr, alpha, rho).items()}
+
+
 def peak_position(r: np.ndarray, g: np.ndarray, window: tuple[float, float] = _RMAX_WINDOW) -> float:
     """r of the maximum of G on ``window``, refined by a 3-point parabola (algorithms.md a4)."""
     sel = np.flatnonzero((r >= window[0]) & (r <= window[1]))
