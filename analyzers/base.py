@@ -22,10 +22,18 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
+import numpy as np
+
 from emlive.stream.types import FrameChunk, Partial, ResultBuffers, ResultSpec, RunInfo, Tile
 
 __all__ = ["Analyzer", "PixelAnalyzer", "BoundaryHook", "FrameChunk", "Partial",
-           "ResultBuffers", "ResultSpec", "RunInfo", "Tile"]
+           "ResultBuffers", "ResultSpec", "RunInfo", "Tile", "scan_axes"]
+
+
+def scan_axes(scan_shape: tuple[int, ...]) -> tuple[str, ...]:
+    """Names of the scan axes of a map result: ``frame``, ``scan_y, scan_x`` or ``tilt, scan_y, scan_x``."""
+    names = {1: ("frame",), 2: ("scan_y", "scan_x"), 3: ("tilt", "scan_y", "scan_x")}
+    return names.get(len(scan_shape), tuple(f"scan_{k}" for k in range(len(scan_shape))))
 
 
 class Analyzer(ABC):
@@ -56,8 +64,19 @@ class Analyzer(ABC):
         """Merge a partial into the live buffers; the default follows each spec's ``merge`` mode."""
         store.merge_default(partial)
 
+    def initialize(self, store: ResultBuffers) -> None:
+        """Optional: fill results known before any frame (axis coordinates such as q or r), in the host."""
+
     def finalize(self, store: ResultBuffers) -> None:
         """Optional end-of-run step in the host (e.g. NMF over all curves)."""
+
+    def query(self, store: ResultBuffers, request: dict) -> dict[str, np.ndarray]:
+        """Optional: answer a question about the live results (e.g. a similarity map to a chosen pixel).
+
+        Runs in the host between merges; ``request`` is the client's message. Returns
+        named arrays. Raises ``ValueError`` for a request the analyzer does not know.
+        """
+        raise ValueError(f"analyzer {self.name!r} answers no queries")
 
 
 class PixelAnalyzer(Analyzer):

@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Literal
 import numba
 import numpy as np
 
-from .base import Analyzer, FrameChunk, Partial, ResultSpec, RunInfo
+from .base import Analyzer, FrameChunk, Partial, ResultSpec, RunInfo, scan_axes
 
 __all__ = ["VirtualDetectors", "VirtualParams", "VirtualOperators", "build_operators",
            "virtual_numba", "virtual_numpy", "BF", "ADF", "COM"]
@@ -37,9 +37,6 @@ logger = logging.getLogger(__name__)
 BF, ADF, COM = 1, 2, 4
 _KIND = {BF: 0, ADF: 1, COM: 2}  # region bit -> kind code of a run in the kernel
 _MAP_NAMES = ("vbf", "adf_sum", "adf_max", "com_x", "com_y")
-_SCAN_AXES = {1: ("frame",), 2: ("scan_y", "scan_x"), 3: ("tilt", "scan_y", "scan_x")}
-
-
 @dataclass(frozen=True)
 class VirtualParams:
     """The recipe of :class:`VirtualDetectors`, checked on construction.
@@ -463,7 +460,7 @@ class VirtualDetectors(Analyzer):
 
     def results(self, run: RunInfo) -> dict[str, ResultSpec]:
         self.config.geometry(run)  # fail before the run starts, not in the workers
-        axes = _SCAN_AXES.get(len(run.scan_shape), tuple(f"scan_{k}" for k in range(len(run.scan_shape))))
+        axes = scan_axes(run.scan_shape)
         units = {"vbf": "counts", "adf_sum": "counts", "adf_max": "counts", "com_x": "px", "com_y": "px"}
         what = {"vbf": "virtual bright field: sum over the BF disk", "adf_sum": "sum over the ADF annulus",
                 "adf_max": "brightest pixel in the ADF annulus",

@@ -57,6 +57,11 @@ class PipelineClient:
         header, bufs = self.request(op="result", analyzer=analyzer, name=name, run=run)
         return _array(header, bufs[0])
 
+    def query(self, analyzer: str, query: str, run: str | None = None, **args) -> dict[str, np.ndarray]:
+        """Ask an analyzer a question about the live results, e.g. ``query("snem", "pearson", index=12)``."""
+        header, bufs = self.request(op="query", analyzer=analyzer, query=query, run=run, **args)
+        return {d["name"]: _array(d, b) for d, b in zip(header["arrays"], bufs)}
+
     def frame(self, index: int, run: str | None = None) -> np.ndarray:
         header, bufs = self.request(op="frame", index=index, run=run)
         return _array(header, bufs[0])

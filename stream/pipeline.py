@@ -136,6 +136,7 @@ class Pipeline:
         for a in analyzers:
             a.prepare(info)
             stores[a.name] = ResultBuffers(info, a.results(info))
+            a.initialize(stores[a.name])
         rec = RunRecord(start, info, analyzers, stores)
         if info.boundary_frames:
             rec.segment_frames = np.zeros(info.n_segments, dtype=np.int64)

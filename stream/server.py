@@ -183,7 +183,16 @@ class PipelineServer:
             frame = read_frame(rec, int(q["index"]))
             return {"run_uid": rec.uid, "index": int(q["index"]), "dtype": frame.dtype.str,
                     "shape": list(frame.shape)}, [np.ascontiguousarray(frame)]
-        raise ValueError(f"unknown op {op!r}; expected status, runs, results, result or frame")
+        if op == "query":
+            analyzer = next((a for a in rec.analyzers if a.name == q.get("analyzer")), None)
+            if analyzer is None:
+                raise LookupError(f"run {rec.uid} has no analyzer {q.get('analyzer')!r}")
+            values = analyzer.query(rec.stores[analyzer.name], q)
+            arrays = [np.ascontiguousarray(v) for v in values.values()]
+            return {"run_uid": rec.uid, "analyzer": analyzer.name,
+                    "arrays": [{"name": k, "dtype": a.dtype.str, "shape": list(a.shape)}
+                               for k, a in zip(values, arrays)]}, arrays
+        raise ValueError(f"unknown op {op!r}; expected status, runs, results, result, frame or query")
 
     def _run(self, uid: str | None) -> RunRecord:
         if uid is None:
