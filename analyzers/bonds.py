@@ -17,7 +17,8 @@ Choices made here (the seed leaves them open), each a parameter:
 * Shift: G − min(G) + ``margin`` · (max − min), one constant for all positions
   (a larger shift makes the background component dominate).
 * Components are ordered by the position of their maximum; the background is the
-  flattest one (smallest peak-to-peak over mean). The other three are assigned,
+  one whose weight varies least between positions (relative standard deviation):
+  it is common to the whole data set, as the seed says. The other three are assigned,
   shortest first, to A'–A' < A–B < A–A pairs where A is the larger atom (Zr, X–X
   shortest: seed "X–X peak is the shortest").
 * Pair fractions from weights: a pair's first shell adds to G(r) a peak of area
@@ -30,6 +31,7 @@ Choices made here (the seed leaves them open), each a parameter:
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,6 +56,7 @@ class NmfBonds:
     peak_positions: np.ndarray
     reconstruction_error: float
     n_iter: int
+    converged: bool = True
 
     def bond_fractions(self, r: np.ndarray, form_products: tuple[float, float, float] | None = None
                        ) -> np.ndarray:
@@ -94,6 +97,7 @@ def fit_bonds(curves: np.ndarray, r: np.ndarray, *, n_components: int = 4, margi
         solver (live updates during a scan converge in a few iterations).
     """
     from sklearn.decomposition import NMF
+    from sklearn.exceptions import ConvergenceWarning
 
     x = np.asarray(curves, dtype=np.float64)
     r = np.asarray(r, dtype=np.float64)
@@ -108,14 +112,21 @@ def fit_bonds(curves: np.ndarray, r: np.ndarray, *, n_components: int = 4, margi
     if shift is None:
         shift = float(-data.min() + margin * np.ptp(data))
     pos = np.maximum(data + shift, 0.0)
-    if warm_start is not None and warm_start.components.shape == (n_components, r.size):
-        h0 = warm_start.components.copy()
-        w0 = np.full((pos.shape[0], n_components), pos.mean() / max(h0.mean() * n_components, 1e-12))
-        model = NMF(n_components, init="custom", max_iter=max_iter, random_state=random_state)
-        w = model.fit_transform(pos, W=w0, H=h0)
-    else:
-        model = NMF(n_components, init="nndsvda", max_iter=max_iter, random_state=random_state)
-        w = model.fit_transform(pos)
+    with warnings.catch_warnings(record=True) as caught:
+        # live updates stop early on purpose: report it in ``converged`` rather than as a warning
+        warnings.simplefilter("always", ConvergenceWarning)
+        if warm_start is not None and warm_start.components.shape == (n_components, r.size):
+            h0 = warm_start.components.copy()
+            w0 = np.full((pos.shape[0], n_components), pos.mean() / max(h0.mean() * n_components, 1e-12))
+            model = NMF(n_components, init="custom", max_iter=max_iter, random_state=random_state)
+            w = model.fit_transform(pos, W=w0, H=h0)
+        else:
+            model = NMF(n_components, init="nndsvda", max_iter=max_iter, random_state=random_state)
+            w = model.fit_transform(pos)
+    converged = not any(issubclass(c.category, ConvergenceWarning) for c in caught)
+    for c in caught:
+        if not issubclass(c.category, ConvergenceWarning):
+            warnings.warn_explicit(c.message, c.category, c.filename, c.lineno)
     h = model.components_
     norm = np.linalg.norm(h, axis=1)
     norm[norm == 0] = 1.0
@@ -124,16 +135,18 @@ def fit_bonds(curves: np.ndarray, r: np.ndarray, *, n_components: int = 4, margi
     peaks = r[np.argmax(h, axis=1)]
     order = np.argsort(peaks, kind="stable")
     h, w, peaks = h[order], w[:, order], peaks[order]
-    flatness = np.ptp(h, axis=1) / np.maximum(h.mean(axis=1), 1e-12)
-    background = int(np.argmin(flatness))
+    # the background is common to the whole data set: its weight varies least between positions
+    spread = w.std(axis=0) / np.maximum(w.mean(axis=0), 1e-12)
+    background = int(np.argmin(spread))
     structured = [j for j in range(n_components) if j != background]
-    # the three most structured, shortest first, are X–X, Zr–X, Zr–Zr
-    top = sorted(sorted(structured, key=lambda j: -flatness[j])[:3])
+    # of the others, the three that vary most, shortest first, are X–X, Zr–X, Zr–Zr
+    top = sorted(sorted(structured, key=lambda j: -spread[j])[:3])
     weights = np.full((x.shape[0], n_components), np.nan)
     weights[ok] = w
     return NmfBonds(components=h, weights=weights, shift=shift, pair_components=tuple(top),
                     background=background, peak_positions=peaks,
-                    reconstruction_error=float(model.reconstruction_err_), n_iter=int(model.n_iter_))
+                    reconstruction_error=float(model.reconstruction_err_), n_iter=int(model.n_iter_),
+                    converged=converged)
 
 
 def sro_alpha(x_zrzr: np.ndarray, x_zrx: np.ndarray, x_xx: np.ndarray) -> np.ndarray:

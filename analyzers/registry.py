@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .base import Analyzer
+from .snem import SnemAnalyzer
 from .virtual import VirtualDetectors
 
 __all__ = ["ANALYZERS", "build_analyzer"]
@@ -14,7 +15,7 @@ __all__ = ["ANALYZERS", "build_analyzer"]
 logger = logging.getLogger(__name__)
 
 #: Every analyzer the service can run, by its ``name``.
-ANALYZERS: dict[str, type[Analyzer]] = {cls.name: cls for cls in (VirtualDetectors,)}
+ANALYZERS: dict[str, type[Analyzer]] = {cls.name: cls for cls in (VirtualDetectors, SnemAnalyzer)}
 
 
 def build_analyzer(name: str, params: Mapping[str, Any] | None = None) -> Analyzer:

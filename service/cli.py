@@ -45,6 +45,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    if args.config is not None:
+        # re-analysis: a private pipeline with the configuration's analyzers, results in --out
+        from .reanalysis import reanalyze
+
+        cfg = load_config(args.config, executor=args.executor,
+                          analyzers=_parse_analyzers(args.analyzer))
+        summary = reanalyze(args.file, cfg, args.out, progress=not args.quiet)
+        print(json.dumps({k: summary[k] for k in ("run_uid", "status", "frames_analyzed", "results")}))
+        return 0
     from emlive.stream.replay import replay
 
     end = replay(args.file, args.connect, rate=args.rate, progress=not args.quiet)
@@ -93,11 +102,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--runs", type=int, help="exit after this many runs (default: serve forever)")
     s.set_defaults(func=cmd_serve)
 
-    r = sub.add_parser("replay", help="re-publish a recording as the same stream")
+    r = sub.add_parser("replay", help="re-publish a recording as the same stream, or re-analyse it (--config)")
     r.add_argument("file")
     r.add_argument("--connect", default="tcp://127.0.0.1:5555", help="pipeline data endpoint")
     r.add_argument("--rate", choices=["original", "max"], default="max")
     r.add_argument("--quiet", action="store_true")
+    r.add_argument("--config", help="TOML with [[analyzers]] sections: re-analyse the recording locally with "
+                                    "these parameters instead of sending it to a running pipeline")
+    r.add_argument("--out", default="reanalysis", help="with --config: folder for the results")
+    r.add_argument("--executor", choices=["inline", "processes"], help="with --config")
+    r.add_argument("--analyzer", action="append", help="with --config: name or name:{json params}; repeatable")
     r.set_defaults(func=cmd_replay)
 
     st = sub.add_parser("status", help="ask a running pipeline for its status")

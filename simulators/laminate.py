@@ -166,6 +166,12 @@ class SnemLaminate(BinnedElectronPhantom):
     alpha_amplitude : float
         Amplitude of the "W" profile and of the patches of α.
     zone_axis, ni_rotation_deg : Ni orientation.
+    ni_grains : {"single", "nano"}
+        ``single``: one Ni crystal at the zone axis (spots); ``nano``:
+        nanocrystalline Ni, many random grains in the probe volume, so the
+        pattern holds powder rings at every fcc |g| (Debye–Scherrer) and the
+        G(r) of the Ni layers shows the fcc distances (seed: "regions of single
+        or multi-crystal nickel").
     precession_deg : float
         Precession semi-angle (seed: 1°); 0 switches precession off.
     n_inclusions, inclusion_radius, inclusion_fraction : nano-crystals in the glass.
@@ -198,7 +204,7 @@ class SnemLaminate(BinnedElectronPhantom):
                  precession_deg: float = 1.0, n_inclusions: int = 3, inclusion_radius: float = 3.0,
                  inclusion_fraction: float = 0.5, n_c_classes: int = 16, n_alpha_classes: int = 5,
                  interface_width: float = 1.0, beam_sigma: float = 0.8, spot_sigma: float = 1.0,
-                 max_bragg_fraction: float = 0.4, seed: int = 0) -> None:
+                 max_bragg_fraction: float = 0.4, ni_grains: str = "single", seed: int = 0) -> None:
         ny, nx = (int(v) for v in scan_shape)
         if ny < 1 or nx < 3:
             raise ValueError(f"scan_shape must be (ny >= 1, nx >= 3), got {scan_shape!r}")
@@ -237,6 +243,9 @@ class SnemLaminate(BinnedElectronPhantom):
         self.precession = math.radians(precession_deg)
         self.beam_sigma, self.spot_sigma = float(beam_sigma), float(spot_sigma)
         self.max_bragg_fraction = float(max_bragg_fraction)
+        if ni_grains not in ("single", "nano"):
+            raise ValueError(f"ni_grains must be 'single' or 'nano', got {ni_grains!r}")
+        self.ni_grains = ni_grains
         self.seed = int(seed)
         self._key = int(np.random.SeedSequence(self.seed).generate_state(1, np.uint64)[0])
         self._bitgen = np.random.SFC64(0)
@@ -441,6 +450,32 @@ class SnemLaminate(BinnedElectronPhantom):
                 out += spot * (p / total)
         return out
 
+    def _powder_rings(self, a: float, q_max: float) -> tuple[np.ndarray, np.ndarray]:
+        """Debye–Scherrer rings of a random fcc powder: |g| of each family and its kinematic power.
+
+        Power of a ring ∝ multiplicity · |F_g|² / |g| (the electron powder
+        Lorentz factor for a thin, randomly oriented polycrystal), F_g = 4 f_e(g) e^{−M}.
+        """
+        n = int(math.ceil(q_max * a / (2 * math.pi))) + 1
+        hkl = np.array([(h, k, l) for h in range(-n, n + 1) for k in range(-n, n + 1) for l in range(-n, n + 1)
+                        if (h, k, l) != (0, 0, 0) and len({h % 2, k % 2, l % 2}) == 1])
+        g = 2 * math.pi * np.sqrt((hkl ** 2).sum(axis=1)) / a
+        g = g[g <= q_max]
+        families, mult = np.unique(np.round(g, 9), return_counts=True)
+        f_g = 4 * electron_form_factor("Ni", families) * np.exp(-_B_DW * (families / (4 * math.pi)) ** 2)
+        return families, mult * f_g ** 2 / families
+
+    def _rings_template(self, g: np.ndarray, power: np.ndarray) -> np.ndarray:
+        """Sum of rings (physical plane, so they follow the ellipse) of Gaussian radial profile, each of its power."""
+        out = np.zeros(self.detector.shape)
+        radius = np.hypot(self._py, self._px)
+        for gi, p in zip(g / self.dq, power):
+            ring = np.exp(-(radius - gi) ** 2 / (2 * self.spot_sigma ** 2))
+            total = ring.sum()
+            if total > 1e-6:
+                out += ring * (p / total)
+        return out
+
     def _crystal_templates(self, ni_rotation: float) -> None:
         q_corner = float(self._q_pix.max())
         lam = self.wavelength
@@ -453,7 +488,13 @@ class SnemLaminate(BinnedElectronPhantom):
         f_ni = electron_form_factor("Ni", self._q_pix)
         tds = f_ni ** 2 * (1 - np.exp(-2 * _B_DW * (self._q_pix / (4 * math.pi)) ** 2))
         rho_ni = 4 / NI_LATTICE ** 3
-        ni = self._spots_template(refl, power) + tds * (rho_ni * self.thickness * self._gamma2 * self._solid_angle)
+        if self.ni_grains == "nano":
+            rings, ring_power = self._powder_rings(NI_LATTICE, q_corner + 3 * self.spot_sigma * self.dq)
+            ring_power *= min(1.0, self.max_bragg_fraction / max(ring_power.sum(), 1e-12))
+            bragg = self._rings_template(rings, ring_power)
+        else:
+            bragg = self._spots_template(refl, power)
+        ni = bragg + tds * (rho_ni * self.thickness * self._gamma2 * self._solid_angle)
         # Inclusions: fcc with {111} on the first diffuse peak of the glass there, [011] zone.
         incl_tpl, incl_rows = [], []
         label_map = self._truth["inclusion_label"]

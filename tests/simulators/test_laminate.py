@@ -96,6 +96,28 @@ def test_ni_spots_at_fcc_g_vectors():
     np.testing.assert_allclose(refl[:, 5], 2 * np.pi * np.linalg.norm(refl[:, :3], axis=1) / NI_LATTICE)
 
 
+def test_nanocrystalline_ni_gives_rings_at_every_fcc_g():
+    lam = SnemLaminate(scan_shape=(2, 10), detector=DetectorModel(shape=(128, 128), ellipse_ratio=1.0),
+                       reciprocal_pixel_size=0.14, n_inclusions=0, interface_width=0.1, ni_grains="nano", seed=2)
+    pattern = lam.expected_pattern(0)  # Ni layer
+    cy, cx = lam.detector.pattern_center
+    yy, xx = np.mgrid[0:128, 0:128]
+    radius = np.hypot(yy - cy, xx - cx)
+    prof = ndimage.mean(pattern, np.round(radius).astype(int), index=np.arange(1, 61))
+    prof = np.concatenate([[np.nan], prof])
+    # fcc: h, k, l all even or all odd -> h²+k²+l² = 3, 4, 8, 11, 12, 16, 19, 20 below the detector edge;
+    # {222} (12) and {420} (20) sit 2 px from stronger rings and merge into them
+    g_px = 2 * np.pi * np.sqrt([3, 4, 8, 11, 16, 19]) / NI_LATTICE / 0.14
+    maxima = [i for i in range(2, 60) if prof[i] > prof[i - 1] and prof[i] >= prof[i + 1]]
+    for g in g_px:
+        assert min(abs(m - g) for m in maxima) <= 1.0, (g, maxima)
+    # rings are isotropic: the azimuthal spread on the {111} ring is only Poisson-free smoothness
+    ring = np.abs(radius - g_px[0]) < 0.5
+    assert pattern[ring].std() / pattern[ring].mean() < 0.1
+    with pytest.raises(ValueError, match="ni_grains"):
+        SnemLaminate(scan_shape=(2, 10), ni_grains="powdery")
+
+
 def test_precession_evens_out_spot_intensities():
     det = DetectorModel(shape=(64, 64))
     powers = {}
