@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from emlive.analyzers import build_analyzer
 from emlive.stream.executor import InlineExecutor, ProcessExecutor
 from emlive.stream.pipeline import Pipeline
 from emlive.stream.server import PipelineServer
@@ -21,6 +22,8 @@ def make_executor(cfg: ServiceConfig):
 
 def make_server(cfg: ServiceConfig) -> PipelineServer:
     """A ready-to-serve pipeline host; the caller calls ``serve()`` and finally ``shutdown(server)``."""
+    for a in cfg.analyzers:  # a bad recipe fails here, with its field's name, not at the first run
+        build_analyzer(a.name, dict(a.params))
     executor = make_executor(cfg)
     pipeline = Pipeline(executor, [(a.name, dict(a.params)) for a in cfg.analyzers], cfg.data_dir,
                         record=cfg.record, record_compression=cfg.record_compression)

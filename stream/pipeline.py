@@ -131,13 +131,23 @@ class Pipeline:
     # -- transitions -------------------------------------------------------------------------
     def _on_start(self, start: Start) -> None:
         info = RunInfo.from_start(start)
-        analyzers = [self.factory(n, p) for n, p in self.analyzer_specs]
-        stores = {}
-        for a in analyzers:
-            a.prepare(info)
-            stores[a.name] = ResultBuffers(info, a.results(info))
-            a.initialize(stores[a.name])
-        rec = RunRecord(start, info, analyzers, stores)
+        analyzers, specs, stores, errors = [], [], {}, []
+        for name, params in self.analyzer_specs:
+            # an analyzer that cannot work on this run (e.g. the header lacks its calibration) is left
+            # out and named; the run is still received and recorded, and ends "failed" with the reason
+            try:
+                a = self.factory(name, params)
+                a.prepare(info)
+                store = ResultBuffers(info, a.results(info))
+                a.initialize(store)
+            except Exception as exc:
+                logger.exception("analyzer %s cannot run on %s", name, start.run_uid)
+                errors.append(f"{name}: {exc}")
+                continue
+            analyzers.append(a)
+            specs.append((name, params))
+            stores[a.name] = store
+        rec = RunRecord(start, info, analyzers, stores, errors=errors)
         if info.boundary_frames:
             rec.segment_frames = np.zeros(info.n_segments, dtype=np.int64)
         record = None
@@ -146,7 +156,7 @@ class Pipeline:
             folder.mkdir(parents=True, exist_ok=True)
             rec.recording = folder / "raw.h5"
             record = RecordSpec(str(rec.recording), self.record_compression)
-        self.executor.start_run(start, self.analyzer_specs, record)
+        self.executor.start_run(start, specs, record)
         self.runs[start.run_uid] = rec
         self.current = rec
         self._forget_old_runs()
