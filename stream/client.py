@@ -62,6 +62,13 @@ class PipelineClient:
         header, bufs = self.request(op="query", analyzer=analyzer, query=query, run=run, **args)
         return {d["name"]: _array(d, b) for d, b in zip(header["arrays"], bufs)}
 
+    def pixel(self, analyzer: str, name: str, index: int | None = None, position=None,
+              run: str | None = None) -> np.ndarray:
+        """One scan position of a frame-indexed result (flat ``index`` or ``position`` in scan shape)."""
+        args = {"index": index} if position is None else {"position": list(position)}
+        header, bufs = self.request(op="pixel", analyzer=analyzer, name=name, run=run, **args)
+        return _array(header, bufs[0])
+
     def frame(self, index: int, run: str | None = None) -> np.ndarray:
         header, bufs = self.request(op="frame", index=index, run=run)
         return _array(header, bufs[0])
@@ -92,7 +99,8 @@ class SnapshotSubscriber:
             return None
         parts = self.socket.recv_multipart()
         header = _dec.decode(parts[0])
-        arrays = {(r["analyzer"], r["name"]): _array(r, b) for r, b in zip(header["results"], parts[1:])}
+        sent = [r for r in header["results"] if not r.get("deferred")]  # deferred ones carry no array
+        arrays = {(r["analyzer"], r["name"]): _array(r, b) for r, b in zip(sent, parts[1:])}
         return header, arrays
 
     def close(self) -> None:

@@ -3,8 +3,11 @@
 * data (PULL, bound): frames from sources; read only while the executor has a free
   slot, so a slow pipeline blocks the source instead of losing frames;
 * snapshots (PUB, bound): the live results at most ``snapshot_hz`` times a second;
-  slow subscribers drop snapshots (small high-water mark), never frames;
-* queries (ROUTER, bound): status, runs, result specs, a result, a raw frame.
+  slow subscribers drop snapshots (small high-water mark), never frames; stacks and
+  volumes above ``snapshot_max_bytes`` (a G(r) per scan position) are only announced
+  (``"deferred": true``) and read a position at a time with the ``pixel`` query;
+* queries (ROUTER, bound): status (with the snapshot address), runs, result specs, a
+  result, one position of a result (``pixel``), a raw frame, an analyzer's own ``query``.
 
 Query and snapshot messages: part 0 is a msgpack header, arrays follow as raw parts.
 """
@@ -41,10 +44,11 @@ class PipelineServer:
     def __init__(self, pipeline: Pipeline, *, data_address: str = "tcp://127.0.0.1:0",
                  query_address: str = "tcp://127.0.0.1:0", snapshot_address: str = "tcp://127.0.0.1:0",
                  limits: Limits | None = None, timeout: float = 10.0, snapshot_hz: float = 20.0,
-                 context: zmq.Context | None = None) -> None:
+                 snapshot_max_bytes: int = 1 << 20, context: zmq.Context | None = None) -> None:
         for address in (data_address, query_address, snapshot_address):
             require_loopback(address)
         self.pipeline = pipeline
+        self.snapshot_max_bytes = snapshot_max_bytes  # larger stacks/volumes are announced, not sent
         self._ctx = context or zmq.Context.instance()
         self.receiver = FrameReceiver(data_address, bind=True, limits=limits, timeout=timeout,
                                       context=self._ctx)
@@ -135,7 +139,12 @@ class PipelineServer:
                 if not final and self._sent_versions.get(key) == store.version:
                     continue
                 self._sent_versions[key] = store.version
-                arr = np.ascontiguousarray(store.view(rname))
+                view = store.view(rname)
+                if spec.kind in ("stack", "volume") and view.nbytes > self.snapshot_max_bytes:
+                    # per-position curves of a whole scan: named, fetched on demand ("pixel" query)
+                    header["results"].append(_describe(aname, rname, spec, view) | {"deferred": True})
+                    continue
+                arr = np.ascontiguousarray(view)
                 header["results"].append(_describe(aname, rname, spec, arr))
                 buffers.append(arr)
         try:
@@ -165,6 +174,7 @@ class PipelineServer:
         if op == "status":
             rec = self.pipeline.current
             return {"current": rec.summary() if rec else None, "progress": _progress(rec) if rec else None,
+                    "snapshot_address": self.snapshot_address, "snapshot_hz": 1.0 / self.snapshot_period,
                     "rejected": dict(self.receiver.rejected), "executor": self.pipeline.executor.name,
                     "analyzers": [n for n, _ in self.pipeline.analyzer_specs]}, []
         if op == "runs":
@@ -179,6 +189,20 @@ class PipelineServer:
             store = rec.stores[q["analyzer"]]
             arr = np.ascontiguousarray(store.view(q["name"]))
             return _describe(q["analyzer"], q["name"], store.specs[q["name"]], arr), [arr]
+        if op == "pixel":
+            # one position of a frame-indexed result (e.g. that position's G(r) from a stack)
+            store = rec.stores[q["analyzer"]]
+            spec = store.specs[q["name"]]
+            if spec.merge != "frames":
+                raise ValueError(f"{q['analyzer']}/{q['name']} is not indexed by scan position")
+            if "position" in q:
+                index = int(np.ravel_multi_index(tuple(int(v) for v in q["position"]), rec.info.scan_shape))
+            else:
+                index = int(q["index"])
+            if not 0 <= index < rec.info.n_frames:
+                raise IndexError(f"index {index} outside 0..{rec.info.n_frames - 1}")
+            arr = np.ascontiguousarray(store[q["name"]][index])
+            return _describe(q["analyzer"], q["name"], spec, arr) | {"index": index}, [arr]
         if op == "frame":
             frame = read_frame(rec, int(q["index"]))
             return {"run_uid": rec.uid, "index": int(q["index"]), "dtype": frame.dtype.str,
@@ -192,7 +216,7 @@ class PipelineServer:
             return {"run_uid": rec.uid, "analyzer": analyzer.name,
                     "arrays": [{"name": k, "dtype": a.dtype.str, "shape": list(a.shape)}
                                for k, a in zip(values, arrays)]}, arrays
-        raise ValueError(f"unknown op {op!r}; expected status, runs, results, result, frame or query")
+        raise ValueError(f"unknown op {op!r}; expected status, runs, results, result, pixel, frame or query")
 
     def _run(self, uid: str | None) -> RunRecord:
         if uid is None:

@@ -151,3 +151,43 @@ def test_a_run_the_analyzer_cannot_use_is_recorded_and_fails_with_the_reason(rec
         shutdown(server)
     assert run.status == "failed" and "reciprocal_pixel_size" in run.reason
     assert run.frames_recorded == sim.n_frames and "virtual" in run.stores  # nothing lost, the rest analysed
+
+
+def test_snapshots_announce_large_stacks_and_the_pixel_query_reads_one_position(recording, tmp_path):
+    from emlive.stream.client import SnapshotSubscriber
+
+    sim, path = recording
+    cfg = ServiceConfig(data_address="tcp://127.0.0.1:0", query_address="tcp://127.0.0.1:0",
+                        snapshot_address="tcp://127.0.0.1:0", data_dir=str(tmp_path), executor="inline",
+                        analyzers=[AnalyzerConfig("snem", PARAMS)], record=False)
+    server = make_server(cfg)
+    server.snapshot_max_bytes = 10_000  # the I(Q) and G(r) stacks of this small scan are larger
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    try:
+        with PipelineClient(server.query_address, timeout=10) as client:
+            sub = SnapshotSubscriber(client.status()["snapshot_address"])
+            import time
+
+            time.sleep(0.3)  # the subscription reaches the publisher
+            end = replay(path, server.data_address)
+            final = None
+            t_end = time.monotonic() + 60
+            while final is None and time.monotonic() < t_end:
+                got = sub.recv(1.0)
+                if got and got[0]["final"] and got[0]["run_uid"] == end.run_uid:
+                    final = got
+            sub.close()
+            header, arrays = final
+            described = {r["name"]: r for r in header["results"]}
+            assert described["gr"].get("deferred") and ("snem", "gr") not in arrays
+            assert ("snem", "r_max") in arrays and arrays[("snem", "r_max")].shape == SCAN
+            one = client.pixel("snem", "gr", position=[3, 5], run=end.run_uid)
+            whole = client.result("snem", "gr", run=end.run_uid)
+            np.testing.assert_array_equal(one, whole[3, 5])
+            with pytest.raises(Exception, match="outside"):
+                client.pixel("snem", "gr", index=10_000, run=end.run_uid)
+    finally:
+        server.stop()
+        thread.join(30)
+        shutdown(server)
