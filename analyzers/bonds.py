@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["NmfBonds", "fit_bonds", "pair_fractions", "sro_alpha", "PAIRS"]
+__all__ = ["NmfBonds", "fit_bonds", "project_bonds", "pair_fractions", "sro_alpha", "PAIRS"]
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +147,31 @@ def fit_bonds(curves: np.ndarray, r: np.ndarray, *, n_components: int = 4, margi
                     background=background, peak_positions=peaks,
                     reconstruction_error=float(model.reconstruction_err_), n_iter=int(model.n_iter_),
                     converged=converged)
+
+
+def project_bonds(bonds: NmfBonds, curves: np.ndarray) -> NmfBonds:
+    """Non-negative weights of other curves on fixed components (the NMF's W step with H held).
+
+    Live maps: components come from a subset of positions, every position gets its
+    weights here; the end-of-scan factorisation refits everything.
+    """
+    from sklearn.decomposition import non_negative_factorization
+    from sklearn.exceptions import ConvergenceWarning
+
+    x = np.asarray(curves, dtype=np.float64)
+    ok = np.isfinite(x).all(axis=1)
+    weights = np.full((x.shape[0], bonds.components.shape[0]), np.nan)
+    if ok.any():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # a preview: a few hundred steps suffice
+            w, _, _ = non_negative_factorization(np.maximum(x[ok] + bonds.shift, 0.0), H=bonds.components,
+                                                 n_components=bonds.components.shape[0], update_H=False,
+                                                 max_iter=200)
+        weights[ok] = w
+    return NmfBonds(components=bonds.components, weights=weights, shift=bonds.shift,
+                    pair_components=bonds.pair_components, background=bonds.background,
+                    peak_positions=bonds.peak_positions, reconstruction_error=bonds.reconstruction_error,
+                    n_iter=bonds.n_iter, converged=bonds.converged)
 
 
 def sro_alpha(x_zrzr: np.ndarray, x_zrx: np.ndarray, x_xx: np.ndarray) -> np.ndarray:

@@ -7,9 +7,10 @@ Per chunk of diffraction patterns, in a worker:
            └► VBF, ring sum and max, fraction of ring intensity the mask removed (this module)
 
 and in the host, as partials are merged: the mean I(Q) and G(r), and every
-``nmf.update_every`` frames an NMF of the glass positions' G(r) (bonds),
-warm-started from the last one, giving bond maps and the SRO map while the scan
-runs; the end of the run factorises all of them afresh (deterministic
+``nmf.update_every`` frames (at most every ``nmf.live_interval_s``) a preview NMF
+of the glass positions' G(r) (bonds): components from a strided subset,
+warm-started from the last ones, weights of every position by projection, giving
+bond maps and the SRO map while the scan runs; the end of the run factorises all of them afresh (deterministic
 initialisation), so the final maps do not depend on when the live updates ran. A Pearson map against any position is a
 query (:meth:`SnemAnalyzer.query`).
 
@@ -30,7 +31,7 @@ import numba
 import numpy as np
 
 from .base import Analyzer, FrameChunk, Partial, ResultBuffers, ResultSpec, RunInfo, scan_axes
-from .bonds import NmfBonds, fit_bonds, pair_fractions
+from .bonds import NmfBonds, fit_bonds, pair_fractions, project_bonds
 from .calibration import corrected_radius
 from .form_factors import electron_form_factor, normalized_composition
 from .integration import RadialIntegrator, inscribed_radius
@@ -137,6 +138,7 @@ class SnemAnalyzer(Analyzer):
         self.timings = dict.fromkeys(STAGES, 0.0)  # seconds per stage in this process (benchmarks)
         self._nmf: NmfBonds | None = None
         self._merged_since_nmf = 0
+        self._last_nmf = -math.inf
 
     # ----------------------------------------------------------------- operators
     def prepare(self, run: RunInfo) -> None:
@@ -331,8 +333,9 @@ class SnemAnalyzer(Analyzer):
             store["iq_mean"][:] = self._sum_iq / self._n_iq
         store["gr_mean"][:] = self._sum_gr / self._n_gr if self._n_gr else np.nan
         self._merged_since_nmf += partial.count
-        if self.config.nmf.enabled and self.config.qoi.keep_stacks \
-                and self._merged_since_nmf >= self.config.nmf.update_every:
+        nm = self.config.nmf
+        if nm.enabled and self.config.qoi.keep_stacks and self._merged_since_nmf >= nm.update_every \
+                and time.monotonic() - self._last_nmf >= nm.live_interval_s:
             self._update_bonds(store, final=False)
 
     def finalize(self, store: ResultBuffers) -> None:
@@ -348,17 +351,25 @@ class SnemAnalyzer(Analyzer):
         return np.flatnonzero(ok)
 
     def _update_bonds(self, store: ResultBuffers, final: bool) -> None:
+        """Live: components from a strided subset, warm-started, weights of all by projection. Final: full NMF."""
         nm = self.config.nmf
         self._merged_since_nmf = 0
+        self._last_nmf = time.monotonic()
         rows = self.glass_positions(store)
         if rows.size < 4 * nm.n_components:
             return
         t0 = time.perf_counter()
+        curves = store["gr"][rows][:, self.nmf_sel]
         try:
-            self._nmf = fit_bonds(store["gr"][rows][:, self.nmf_sel], self.r[self.nmf_sel],
-                                  n_components=nm.n_components, margin=nm.margin,
-                                  max_iter=nm.final_max_iter if final else nm.live_max_iter,
-                                  random_state=nm.random_state, warm_start=None if final else self._nmf)
+            if final:
+                self._nmf = fit_bonds(curves, self.r[self.nmf_sel], n_components=nm.n_components,
+                                      margin=nm.margin, max_iter=nm.final_max_iter, random_state=nm.random_state)
+            else:
+                step = max(1, rows.size // nm.live_positions)
+                fit = fit_bonds(curves[::step], self.r[self.nmf_sel], n_components=nm.n_components,
+                                margin=nm.margin, max_iter=nm.live_max_iter, random_state=nm.random_state,
+                                warm_start=self._nmf)
+                self._nmf = project_bonds(fit, curves)
         except ValueError as exc:
             logger.warning("NMF skipped: %s", exc)
             return

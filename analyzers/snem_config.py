@@ -138,8 +138,10 @@ class NmfConfig(_Section):
     heavy: str = "Zr"                           # the A of the pseudo-binary [A, X]; X is the rest
     scattering_weights: bool = True             # pair fractions corrected by f_i f_j (see bonds.py)
     exclude_crystalline: float = 0.02           # positions whose auto mask removed more of the ring intensity
-    update_every: int = 2048                    # frames between live updates
-    live_max_iter: int = 100
+    update_every: int = 2048                    # frames between live updates ...
+    live_interval_s: float = 5.0                # ... and at least this long (the host merges meanwhile)
+    live_positions: int = 2000                  # live: components from this many positions, weights for all
+    live_max_iter: int = 50
     final_max_iter: int = 1000
     random_state: int = 0
 

@@ -85,3 +85,16 @@ def test_rows_with_nan_are_left_out_and_bad_input_refused(glass_curves):
         fit_bonds(g[:, :10], R)
     with pytest.raises(ValueError, match=">= 4"):
         fit_bonds(g, R, n_components=3)
+
+
+def test_projection_reproduces_the_weights_of_the_factorised_curves(glass_curves):
+    from emlive.analyzers.bonds import project_bonds
+
+    _, _, g = glass_curves
+    fit = fit_bonds(g, R, random_state=0)
+    again = project_bonds(fit, g)
+    model = fit.weights @ fit.components - fit.shift
+    resid_fit = np.linalg.norm(g - model)
+    resid_proj = np.linalg.norm(g - (again.weights @ fit.components - fit.shift))
+    assert resid_proj <= resid_fit * 1.1  # the W step alone (200 iterations) nearly reaches the joint optimum
+    assert np.all(again.weights >= 0)
