@@ -1,4 +1,4 @@
-"""The ``emlive`` command: ``serve``, ``replay``, ``status`` and ``demo``."""
+"""The ``emlive`` command: ``serve``, ``replay``, ``status``, ``view`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import signal
+import subprocess
 import sys
 
 from .config import AnalyzerConfig, load_config
@@ -73,10 +74,41 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_view(args: argparse.Namespace) -> int:
+    from emlive.viewer.app import run_viewer
+
+    return run_viewer(args.connect, screenshot=args.screenshot, timeout=args.timeout, result=args.result)
+
+
+def _viewer_hooks(enabled: bool):
+    """``demo --view``: the viewer in its own process on the demo's pipeline, kept up until it is closed.
+
+    A process, not a thread: the RunEngine and Qt each want the main thread, and a viewer that
+    fails (no display) must not take the acquisition down.
+    """
+    if not enabled:
+        return None, None
+    state: dict = {}
+
+    def on_serving(server) -> None:
+        state["proc"] = subprocess.Popen([sys.executable, "-m", "emlive.service.cli", "view",
+                                          "--connect", server.query_address, "--result", "snem/r_max"])
+
+    def hold() -> None:
+        proc = state.get("proc")
+        if proc is not None and proc.poll() is None:
+            print("demo finished: the pipeline stays up for the viewer; close its window to exit", flush=True)
+            proc.wait()
+
+    return on_serving, hold
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    summary = run_demo(args.out, scan_shape=tuple(args.scan), executor=args.executor, encoding=args.encoding)
+    on_serving, hold = _viewer_hooks(args.view)
+    summary = run_demo(args.out, scan_shape=tuple(args.scan), executor=args.executor, encoding=args.encoding,
+                       on_serving=on_serving, hold=hold)
     print(json.dumps({k: v for k, v in summary.items() if k not in ("live", "replay")}, indent=2))
     print(f"live run {summary['live']['status']}: {summary['live']['frames_analyzed']} frames analyzed, "
           f"{summary['live']['frames_recorded']} recorded; results in {summary['output']}")
@@ -120,12 +152,22 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--timeout", type=float, default=3.0)
     st.set_defaults(func=cmd_status)
 
+    v = sub.add_parser("view", help="open the live viewer on a running pipeline (local or remote)")
+    v.add_argument("--connect", default="tcp://127.0.0.1:5556", help="pipeline query endpoint")
+    v.add_argument("--screenshot", metavar="FILE", help="render one frame of the connected viewer to FILE "
+                                                         "(PNG) and exit; works without a display")
+    v.add_argument("--result", metavar="ANALYZER/NAME", help="the result to show first, e.g. snem/r_max")
+    v.add_argument("--timeout", type=float, default=30.0,
+                   help="with --screenshot: seconds to wait for a map before giving up")
+    v.set_defaults(func=cmd_view)
+
     d = sub.add_parser("demo", help="snem_map on the simulated laminate, analysed live, then replayed; "
                                      "results to a folder")
     d.add_argument("--out", default="demo-output")
     d.add_argument("--scan", type=int, nargs=2, default=[32, 48], metavar=("NY", "NX"))
     d.add_argument("--executor", choices=["inline", "processes"], default="processes")
     d.add_argument("--encoding", choices=["raw", "lz4", "bslz4"], default="bslz4")
+    d.add_argument("--view", action="store_true", help="open the live viewer on the demo's pipeline")
     d.set_defaults(func=cmd_demo)
     return p
 

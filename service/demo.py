@@ -44,7 +44,9 @@ VIRTUAL = {"units": "inv_angstrom", "bf_radius": 0.5, "adf_inner": 2.0, "adf_out
 
 
 def run_demo(out: str | Path, scan_shape=(32, 48), executor: str = "processes", encoding: str = "bslz4",
-             chunk_frames: int = 64) -> dict:
+             chunk_frames: int = 64, on_serving=None, hold=None) -> dict:
+    """Run the demo; ``on_serving(server)`` is called once the pipeline serves (``demo --view`` opens
+    the viewer there) and ``hold()`` before it shuts down (waits for the viewer to close)."""
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     phantom = SnemLaminate(scan_shape=scan_shape, seed=0, dose=2e5)
@@ -56,6 +58,8 @@ def run_demo(out: str | Path, scan_shape=(32, 48), executor: str = "processes", 
     server = make_server(cfg)
     serving = threading.Thread(target=server.serve, name="emlive-serve", daemon=True)
     serving.start()
+    if on_serving is not None:
+        on_serving(server)
     client, tiled = start_catalog(out / "catalog", readable_storage=[out / "data"])
     try:
         from bluesky import RunEngine
@@ -110,6 +114,8 @@ def run_demo(out: str | Path, scan_shape=(32, 48), executor: str = "processes", 
         (out / "demo_summary.json").write_text(json.dumps(summary, indent=2))
         return summary
     finally:
+        if hold is not None:
+            hold()
         tiled.close()
         server.stop()
         serving.join(timeout=30)
