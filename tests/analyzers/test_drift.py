@@ -1,0 +1,47 @@
+"""Drift tracking: known subpixel translations of a static bright feature are recovered."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from emlive.analyzers.drift import DriftTracker, bright_feature_window, undo_shift
+
+
+def _series(shifts: np.ndarray, rng) -> np.ndarray:
+    yy, xx = np.mgrid[0:48, 0:48]
+    base = 20 + 1000 * np.exp(-((yy - 20.3) ** 2 + (xx - 27.8) ** 2) / (2 * 1.6 ** 2))
+    frames = [ndimage.fourier_shift(np.fft.fft2(base), s) for s in shifts]
+    frames = np.real(np.fft.ifft2(frames)).astype(np.float32)
+    return frames + rng.normal(0, 2, frames.shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("rereference_every", [0, 7])
+def test_known_translations_are_recovered(rereference_every):
+    rng = np.random.default_rng(0)
+    t = np.linspace(0, 1, 40)
+    shifts = np.stack([1.7 * t + 0.3 * np.sin(6 * t), -2.4 * t], axis=1)
+    shifts -= shifts[0]
+    tracker = DriftTracker(rereference_every=rereference_every, upsample=100)
+    est = np.concatenate([tracker.update(chunk) for chunk in np.array_split(_series(shifts, rng), 3)])
+    np.testing.assert_allclose(est, shifts, atol=0.03)
+    assert tracker.n_frames == 40
+
+
+def test_window_is_on_the_bright_feature_and_undo_shift_inverts():
+    rng = np.random.default_rng(1)
+    frames = _series(np.array([[0.0, 0.0], [2.0, -1.0]]), rng)
+    wy, wx = bright_feature_window(frames[0], size=16)
+    assert wy.start <= 20 < wy.stop and wx.start <= 28 < wx.stop
+    back = undo_shift(frames[1], (2.0, -1.0))
+    np.testing.assert_allclose(back[8:40, 8:40], frames[0][8:40, 8:40], atol=15)  # noise 2, linear interpolation
+
+
+def test_bad_input():
+    with pytest.raises(ValueError):
+        DriftTracker(upsample=0)
+    with pytest.raises(ValueError):
+        DriftTracker().update(np.zeros((4, 4)))
+    with pytest.raises(ValueError):
+        bright_feature_window(np.zeros((6, 6)))
