@@ -13,13 +13,14 @@ from .base import Analyzer, BoundaryHook, PixelAnalyzer
 
 if TYPE_CHECKING:
     from .registry import ANALYZERS, build_analyzer
+    from .ecm import EcmAnalyzer
     from .snem import SnemAnalyzer
     from .virtual import VirtualDetectors
 
-__all__ = ["Analyzer", "PixelAnalyzer", "BoundaryHook", "VirtualDetectors", "SnemAnalyzer", "build_analyzer",
-           "ANALYZERS"]
+__all__ = ["Analyzer", "PixelAnalyzer", "BoundaryHook", "VirtualDetectors", "SnemAnalyzer", "EcmAnalyzer",
+           "build_analyzer", "ANALYZERS"]
 
-_LAZY = {"VirtualDetectors": ".virtual", "SnemAnalyzer": ".snem", "build_analyzer": ".registry",
+_LAZY = {"VirtualDetectors": ".virtual", "SnemAnalyzer": ".snem", "EcmAnalyzer": ".ecm", "build_analyzer": ".registry",
          "ANALYZERS": ".registry"}
 
 

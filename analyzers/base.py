@@ -83,6 +83,9 @@ class PixelAnalyzer(Analyzer):
     """A pixel-partitioned analysis: per-pixel state that needs frames in time order."""
 
     partitioning: ClassVar[Literal["frame", "pixel"]] = "pixel"
+    #: True: ``process_tile`` gets whole frames (``chunk.tile`` still names its tile), for work that
+    #: needs the full field of view first, such as registering each frame before correlating pixels.
+    full_frames: ClassVar[bool] = False
 
     @abstractmethod
     def init_tile(self, run: RunInfo, tile: Tile) -> Any:

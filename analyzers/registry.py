@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .base import Analyzer
+from .ecm import EcmAnalyzer
 from .snem import SnemAnalyzer
 from .virtual import VirtualDetectors
 
@@ -15,7 +16,7 @@ __all__ = ["ANALYZERS", "build_analyzer"]
 logger = logging.getLogger(__name__)
 
 #: Every analyzer the service can run, by its ``name``.
-ANALYZERS: dict[str, type[Analyzer]] = {cls.name: cls for cls in (VirtualDetectors, SnemAnalyzer)}
+ANALYZERS: dict[str, type[Analyzer]] = {cls.name: cls for cls in (VirtualDetectors, SnemAnalyzer, EcmAnalyzer)}
 
 
 def build_analyzer(name: str, params: Mapping[str, Any] | None = None) -> Analyzer:

@@ -221,7 +221,8 @@ def ecm_series(camera: Camera, heater: Heater, *, n_frames: int, frame_time: flo
            "hints": {"dimensions": [[["time"], "primary"]]}, "calibration": cal, "sample": sample, **user_md}
     info = CameraTriggerInfo(number_of_events=n_frames, livetime=frame_time, scan_shape=(n_frames,),
                              calibration=cal, sample=sample,
-                             plan={"plan_name": "ecm_series", "technique": "ecm", "temperature_K": temperature})
+                             plan={"plan_name": "ecm_series", "technique": "ecm", "temperature_K": temperature,
+                                   "frame_time_s": frame_time})
 
     yield from bps.mv(heater, temperature)
     if settle_time:

@@ -56,8 +56,9 @@ class AnalyzerRunner:
             assert self.tile is not None
             cut = FrameChunk(chunk.seq, chunk.first, chunk.frames[(slice(None), *self.tile.slices)],
                              chunk.timestamps, chunk.positions, self.tile)
+            whole = FrameChunk(chunk.seq, chunk.first, chunk.frames, chunk.timestamps, chunk.positions, self.tile)
             for i, a, state in self.pixel:
-                p = a.process_tile(state, cut)
+                p = a.process_tile(state, whole if getattr(a, "full_frames", False) else cut)
                 if p is not None:
                     p.tile = self.tile
                     out.append((i, p))
