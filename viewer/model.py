@@ -38,6 +38,8 @@ class Inspection:
     indices: list[int]
     frame: np.ndarray | None = None                      # raw pattern (ROI: mean of the patterns)
     curves: dict[Key, np.ndarray] = field(default_factory=dict)  # stack slices at the position(s)
+    x: dict[Key, np.ndarray] = field(default_factory=dict)       # x values of curves that brought their own
+    answers: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # analyzer -> its inspect answer
     errors: list[str] = field(default_factory=list)
     t_request: float = 0.0                               # perf_counter of the click
     t_done: float = 0.0
@@ -197,21 +199,27 @@ class PipelineModel:
         x = self.arrays.get((key[0], axes[-1]))
         return None if x is None or x.ndim != 1 else x
 
-    def inspect(self, positions: list[tuple[int, ...]], max_frames: int = 64) -> int:
+    def inspect(self, positions: list[tuple[int, ...]], max_frames: int = 64, *, scan_indexed: bool = True,
+                queries: list[tuple[str, str]] = ()) -> int:
         """Ask for the raw pattern and every stack's slice at these positions (their mean for an ROI).
 
+        ``scan_indexed=False`` (a map over detector pixels, e.g. an ECM τ map): no raw pattern and
+        no per-position stacks. ``queries`` (analyzer, query) are asked with ``position`` too
+        (e.g. ECM's g2 of that pixel); their answers land in ``answers`` and, as curves named
+        after the query, in ``curves`` with ``x`` from the answer's ``lags``/``x``.
         Returns the request's number; an older request still queued is skipped (the newest click wins).
         """
-        scan = self.scan_shape()
+        scan = self.scan_shape() if scan_indexed else ()
         if scan is None or not positions:
             raise ValueError("nothing to inspect yet: no map result has arrived")
         positions = [tuple(int(v) for v in p) for p in positions]
-        indices = [int(np.ravel_multi_index(p, scan)) for p in positions]
+        # a detector-pixel map has no scan index: its curves come from the queries alone
+        indices = [int(np.ravel_multi_index(p, scan)) for p in positions] if scan_indexed else [-1] * len(positions)
         self._inspect_gen += 1
         gen = self._inspect_gen
         run = self.run_uid
         stacks = [k for k, d in self.descriptors.items()
-                  if d["kind"] in POSITIONED and tuple(d["shape"][:len(scan)]) == scan]
+                  if scan_indexed and d["kind"] in POSITIONED and tuple(d["shape"][:len(scan)]) == scan]
         local = {k: self.arrays[k] for k in stacks if k in self.arrays}  # stacks small enough to be sent
         insp = Inspection(positions, indices, t_request=time.perf_counter())
 
@@ -220,7 +228,7 @@ class PipelineModel:
                 return None  # superseded by a newer click
             step = max(1, math.ceil(len(indices) / max_frames))
             frames = []
-            for i in indices[::step]:
+            for i in (indices[::step] if scan_indexed else []):
                 try:
                     frames.append(_frame(client, i, run).astype(np.float64))
                 except (QueryError, TimeoutError) as exc:
@@ -242,6 +250,20 @@ class PipelineModel:
                     insp.errors.append(f"{key[0]}/{key[1]}: {exc}")
                     continue
                 insp.curves[key] = _finite_mean(np.asarray(vals, dtype=np.float64))
+            for analyzer, query in queries:
+                if len(positions) != 1:
+                    break
+                try:
+                    answer = client.query(analyzer, query, run=run, position=list(positions[0]))
+                except (QueryError, TimeoutError) as exc:
+                    insp.errors.append(f"{analyzer} {query}: {exc}")
+                    continue
+                insp.answers[analyzer] = answer
+                if query in answer:
+                    insp.curves[(analyzer, query)] = np.asarray(answer[query], dtype=np.float64)
+                    x = answer.get("lags", answer.get("x"))
+                    if x is not None:
+                        insp.x[(analyzer, query)] = np.asarray(x, dtype=np.float64)
             insp.t_done = time.perf_counter()
             return insp
 

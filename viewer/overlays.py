@@ -36,6 +36,8 @@ class Overlay:
     reference_query: str | None = None
     #: the array of the answer shown as a map
     reference_answer: str | None = None
+    #: the analyzer query a plain click also asks with ``position=[y, x]`` (None: none)
+    inspect_query: str | None = None
 
     def curves(self, analyzer: str, inspection: Inspection, arrays: dict[Key, np.ndarray]) -> list[OverlayCurve]:
         return []
@@ -92,7 +94,21 @@ class SnemOverlay(Overlay):
         return out
 
 
-_REGISTRY: dict[str, Overlay] = {"snem": SnemOverlay()}
+class EcmOverlay(Overlay):
+    """A click on an ECM map (detector pixels) shows that pixel's g2(τ) and its KWW fit (the ``g2`` query)."""
+
+    inspect_query = "g2"
+
+    def curves(self, analyzer: str, inspection: Inspection, arrays: dict[Key, np.ndarray]) -> list[OverlayCurve]:
+        answer = inspection.answers.get(analyzer)
+        if not answer or "fit" not in answer or not np.isfinite(answer["fit"]).any():
+            return []
+        a, tau, beta = (float(v) for v in answer["params"])
+        return [OverlayCurve("g2", f"KWW: A={a:.3f} τ={tau:.3g} s β={beta:.2f}", np.asarray(answer["lags"]),
+                             np.asarray(answer["fit"]), "#d62728")]
+
+
+_REGISTRY: dict[str, Overlay] = {"snem": SnemOverlay(), "ecm": EcmOverlay()}
 
 
 def register_overlay(analyzer: str, overlay: Overlay) -> None:
@@ -108,4 +124,4 @@ def overlay_for(analyzer: str) -> Overlay:
 
 _NONE = Overlay()
 
-__all__ = ["Overlay", "OverlayCurve", "SnemOverlay", "gaussian", "overlay_for", "register_overlay"]
+__all__ = ["Overlay", "OverlayCurve", "SnemOverlay", "EcmOverlay", "gaussian", "overlay_for", "register_overlay"]

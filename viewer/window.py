@@ -326,18 +326,26 @@ class ViewerWindow(QtWidgets.QMainWindow):
                                        "nothing (no analyzer offers a reference map)"))
             return
         try:
-            self.model.inspect([position])
+            self.model.inspect([position], **self._inspect_options())
         except ValueError as exc:
             self.note(str(exc))
 
+    def _inspect_options(self) -> dict:
+        """What a click on the current map can ask: scan-indexed maps get patterns and stacks, all get queries."""
+        axes = list(self.model.descriptor(self.map_key).get("axes") or []) if self.map_key else []
+        scan_indexed = not axes or axes[0].startswith(("scan", "frame", "tilt"))
+        queries = [(a, overlay_for(a).inspect_query) for a in sorted({k[0] for k in self.model.descriptors})
+                   if overlay_for(a).inspect_query and (self.map_key is None or self.map_key[0] == a)]
+        return {"scan_indexed": scan_indexed, "queries": queries}
+
     def on_roi(self, positions: list[tuple[int, ...]]) -> None:
         try:
-            self.model.inspect(positions)
+            self.model.inspect(positions, scan_indexed=self._inspect_options()["scan_indexed"])
         except ValueError as exc:
             self.note(str(exc))
 
     def _show_inspection(self, insp: Inspection) -> None:
-        x_axes = {k: self.model.x_axis(k) for k in insp.curves}
+        x_axes = {k: insp.x[k] if k in insp.x else self.model.x_axis(k) for k in insp.curves}
         units = {k: self.model.descriptor(k).get("units", "") for k in insp.curves if k in self.model.descriptors}
         overlays = []
         for analyzer in {k[0] for k in insp.curves}:
