@@ -26,3 +26,15 @@ def test_snem_pipeline_benchmark_quick_json():
         assert c["unit"] == "patterns" and c["emlive_per_s"] > 0
         if c["peer"] is not None:
             assert c["ratio"] == pytest.approx(c["emlive_per_s"] / c["peer_per_s"])
+
+
+@pytest.mark.slow
+def test_ecm_benchmark_quick_json():
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ecm.py"), "--quick", "--json", "--sizes", "64"],
+                         capture_output=True, text=True, env=env, timeout=240, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["benchmark"] == "ecm"
+    assert {c["case"] for c in result["cases"]} == {"correlator-64", "kww-64"}
+    for c in result["cases"]:
+        assert c["emlive_per_s"] > 0 and c["ratio"] == pytest.approx(c["emlive_per_s"] / c["peer_per_s"])
