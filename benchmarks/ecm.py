@@ -98,6 +98,8 @@ def numpy_peer():
         for k, (lag, level) in enumerate(zip(lags, levels)):
             b = 1 << int(level)
             n = x.shape[0] // b
+            if n == 0:
+                break  # the series is shorter than one bin of this level
             xb = x[:n * b].reshape(n, b, -1).mean(axis=1)
             j = int(lag) // b
             if j < n:
