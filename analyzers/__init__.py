@@ -14,14 +14,15 @@ from .base import Analyzer, BoundaryHook, PixelAnalyzer
 if TYPE_CHECKING:
     from .registry import ANALYZERS, build_analyzer
     from .ecm import EcmAnalyzer
+    from .fem import FemAnalyzer
     from .snem import SnemAnalyzer
     from .virtual import VirtualDetectors
 
 __all__ = ["Analyzer", "PixelAnalyzer", "BoundaryHook", "VirtualDetectors", "SnemAnalyzer", "EcmAnalyzer",
-           "build_analyzer", "ANALYZERS"]
+           "FemAnalyzer", "build_analyzer", "ANALYZERS"]
 
 _LAZY = {"VirtualDetectors": ".virtual", "SnemAnalyzer": ".snem", "EcmAnalyzer": ".ecm", "build_analyzer": ".registry",
-         "ANALYZERS": ".registry"}
+         "ANALYZERS": ".registry", "FemAnalyzer": ".fem"}
 
 
 def __getattr__(name: str) -> Any:

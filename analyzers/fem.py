@@ -1,0 +1,526 @@
+"""Fluctuation electron microscopy: the variance V(k) of nano-diffraction over probe positions, live.
+
+The four estimators of Daulton, Bondi & Kelton (Ultramicroscopy 110 (2010) 1279),
+each with the shot-noise term derived below, per HAADF thickness bin and combined.
+
+Notation. A probe position p records counts I_pj on pixel j, in ADU; ring k is
+the set of N_k good pixels whose ellipse-corrected radius lies in
+[r_min + k·w, r_min + (k+1)·w) (no pixel splitting, the SNEM calibration and
+masks). Ā_pk = Σ_j I_pj / N_k is the ring mean of probe p. For a set of n probes
+(a thickness bin), s²[x] is the sample variance of x with ``ddof`` (1 by default,
+so it is unbiased) and m[x] its mean. The four estimators:
+
+=======  ==========================================  ====================================
+Ω        variance over probes of the ring mean        V = (s²_p[Ā] − P_Ω) / m_p[Ā]²
+r        per-probe annular variance, averaged         V = m_p[(s²_j[I_p] − P_r,p) / Ā_p²]
+re       pooled variance of all pixels × probes       V = (s²_pj[I] − P_re) / m_pj[I]²
+VImage   per-pixel variance over probes, ring mean    V = m_j∈k[(s²_p[I_j] − P_V,j) / m_p[I_j]²]
+=======  ==========================================  ====================================
+
+Shot noise from first principles. A pixel collects a Poisson number of
+electrons with mean λ and reports I = G·n ADU (G = ``gain``, counts per
+electron), so E[I] = μ = Gλ and Var[I] = G²λ = G·μ; pixels are independent
+given their means. Whatever the structure (the means μ_pj may vary with p and
+j), the ``ddof=1`` sample variances therefore split into the structural part
+plus a shot-noise expectation P that is a known multiple of the *same* mean:
+
+* Ω: Var[Ā_p | μ] = Σ_j G μ_pj / N_k² = G μ̄_p / N_k, so E[s²_p[Ā]] = s²[μ̄] + G·m[Ā]/N_k:
+  **P_Ω = G · m_p[Ā] / N_k** (the ring mean averages N_k independent pixels).
+* r: over the N_k pixels of one probe, E[Σ_j (I_j − Ā)²] = Σ_j (μ_j − μ̄)² + G Σ_j μ_j (1 − 1/N_k),
+  so E[s²_j] = (structure) + G μ̄: **P_r,p = G · Ā_p**, per probe, before the division by Ā_p².
+* re: the same argument over all n·N_k values of the bin: **P_re = G · m_pj[I]** (= G · m_p[Ā]).
+* VImage: over the n probes of one pixel, E[s²_p[I_j]] = s²_p[μ_j] + G · m_p[μ_j]:
+  **P_V,j = G · m_p[I_j]**, per pixel, before the ring average.
+
+So pure Poisson frames give V = 0 in expectation for every estimator (the
+numerators are unbiased; the division by a squared sample mean adds only a
+bias of order G/(N μ) or G/(n μ), and for Poisson counts the covariance that
+would drive it cancels at first order). pyxem's ``get_variance`` uses gain/Σring,
+gain/ring-mean, (1/gain)/scalar and (1/gain)/Σprobes for the four: only the
+first is consistent. ``ddof=0`` with ``noise.correct=false`` gives the
+textbook ⟨x²⟩/⟨x⟩² − 1 forms (what pyxem computes without a gain); the
+correction is exact only with ``ddof=1``.
+
+Running moments, merge-safe: per chunk and per thickness bin a worker returns
+(n, mean, M2) of Ā (per ring), of the per-probe V_r (per ring) and of every
+pixel (VImage; from sums of I − I_first, shifted by the chunk's first frame,
+exact for integer frames), plus Σ_p of the within-ring M2 (for re). The host merges them with
+Chan's formula (:mod:`.moments`); "combined" merges the bins' states. Any order
+of chunks gives the same V within float rounding (a few ulp per merge); the
+executor merges in submission order, so a run is reproducible bit for bit.
+
+Thickness: t = (HAADF − black) / slope per probe, from the chunk's readback
+``thickness.readback`` (``chunk.positions``) or a per-probe ``thickness.map``;
+probes outside ``thickness.window`` or outside the bin edges take no part in
+V(k) (their annular-variance map value is still written). V ∝ 1/t at first order,
+so compare only same-thickness bins.
+
+Cost: one gather of the ring pixels per frame (ring sums of I and I² on the
+way), then a cache-tiled pass adding I and I² per pixel and bin; numba, no
+temporaries of frame size. Per-pixel results (VImage, the variance image) are
+rebuilt every ``live_every`` merged frames and at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, ClassVar
+
+import msgspec
+import numba
+import numpy as np
+
+from .base import Analyzer, FrameChunk, Partial, ResultBuffers, ResultSpec, RunInfo, scan_axes
+from .integration import inscribed_radius
+from .masks import ring_index, static_mask
+from .moments import chunk_moments, merge_moments, merge_moments_into, variance
+from .snem_config import CalibrationOverrides
+
+__all__ = ["FemAnalyzer", "FemConfig", "RingConfig", "NoiseConfig", "ThicknessConfig", "parse_fem_config",
+           "ESTIMATORS", "fem_sums"]
+
+logger = logging.getLogger(__name__)
+
+#: Estimator names, in the order of the result curves ``v_<name>``.
+ESTIMATORS = ("omega", "r", "re", "vimage")
+
+
+# ------------------------------------------------------------------ configuration
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class RingConfig(_Section):
+    """Rings on the ellipse-corrected radius (pixels) and the static mask."""
+
+    r_min: float = 2.0                          # px: the direct beam lies inside
+    r_max: float | None = None                  # px, default the inscribed circle
+    ring_width: float = 1.0                     # px
+    edge: int = 0                               # pixels cut at each detector border
+    dead_pixels: list[tuple[int, int]] = []     # (y, x) pixels left out
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.r_min) and self.r_min >= 0):
+            raise ValueError("rings.r_min must be finite and >= 0")
+        if self.r_max is not None and not (math.isfinite(self.r_max) and self.r_max > self.r_min):
+            raise ValueError("rings.r_max must be finite and > r_min")
+        if not (math.isfinite(self.ring_width) and self.ring_width > 0) or self.edge < 0:
+            raise ValueError("rings.ring_width must be > 0 and rings.edge >= 0")
+
+
+class NoiseConfig(_Section):
+    """Shot-noise correction: ``gain`` counts per electron (None: the calibration's)."""
+
+    gain: float | None = None
+    correct: bool = True
+    ddof: int = 1                               # 1: unbiased variances (the correction is exact); 0: textbook
+
+    def __post_init__(self) -> None:
+        if self.gain is not None and not (math.isfinite(self.gain) and self.gain > 0):
+            raise ValueError("noise.gain must be finite and > 0")
+        if self.ddof not in (0, 1):
+            raise ValueError("noise.ddof must be 0 or 1")
+
+
+class ThicknessConfig(_Section):
+    """Thickness t = (HAADF − black) / slope (nm), its window and bins."""
+
+    readback: str = "haadf"                     # name in chunk.positions
+    black: float = 0.0                          # HAADF counts at t = 0
+    slope: float = 1.0                          # HAADF counts per nm
+    window: tuple[float, float] | None = None   # nm: probes outside are excluded
+    bins: list[float] | None = None             # nm: increasing edges, bins [e_i, e_i+1)
+    map: list[float] | None = None              # nm per probe in scan order, instead of the readback
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.slope) and self.slope != 0 and math.isfinite(self.black)):
+            raise ValueError("thickness.slope must be finite and non-zero, thickness.black finite")
+        if self.window is not None:
+            lo, hi = self.window
+            if not (lo < hi) or math.isnan(lo) or math.isnan(hi):
+                raise ValueError(f"thickness.window must be (low, high) with low < high, got {self.window}")
+        if self.bins is not None:
+            e = np.asarray(self.bins, dtype=float)
+            if e.size < 2 or not np.all(np.isfinite(e)) or not np.all(np.diff(e) > 0):
+                raise ValueError(f"thickness.bins must be >= 2 finite increasing edges, got {self.bins}")
+
+    @property
+    def needed(self) -> bool:
+        return self.window is not None or self.bins is not None
+
+
+class FemConfig(_Section):
+    """The whole FEM recipe (one TOML section)."""
+
+    calibration: CalibrationOverrides = CalibrationOverrides()
+    rings: RingConfig = RingConfig()
+    noise: NoiseConfig = NoiseConfig()
+    thickness: ThicknessConfig = ThicknessConfig()
+    map_k: float | None = None                  # Å⁻¹ (k = 1/d): the annular-variance map's k; None: mid-range
+    map_width: float = 0.0                      # Å⁻¹: rings within ±width/2 of map_k are averaged (0: nearest)
+    live_every: int = 2048                      # frames between rebuilds of the per-pixel results
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.map_width) and self.map_width >= 0) or self.live_every < 1:
+            raise ValueError("map_width must be >= 0 and live_every >= 1")
+
+
+def parse_fem_config(params: dict[str, Any] | None) -> FemConfig:
+    """Validate analyzer parameters into a :class:`FemConfig`; ``ValueError`` names the offending field."""
+    try:
+        return msgspec.convert(dict(params or {}), FemConfig)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"invalid fem configuration: {exc}") from None
+
+
+# ------------------------------------------------------------------ kernels
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
+def _ring_pass(frames, ring, rs1, rs2):  # pragma: no cover - numba
+    npix = frames.shape[1]
+    for f in range(frames.shape[0]):
+        fr = frames[f]
+        a1 = rs1[f]
+        a2 = rs2[f]
+        for i in range(npix):  # a scatter in natural pixel order (ring -1 goes to the dump slot at the end)
+            v = np.float64(fr[i])
+            k = ring[i]
+            a1[k] += v
+            a2[k] += v * v
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
+def _pixel_pass(frames, slot, ref, p1, p2):  # pragma: no cover - numba
+    npix = frames.shape[1]
+    for f in range(frames.shape[0]):
+        b = slot[f]
+        if b < 0:
+            continue
+        fr = frames[f]
+        s1 = p1[b]
+        s2 = p2[b]
+        for i in range(npix):  # contiguous, vectorised
+            d = np.float64(fr[i]) - ref[i]
+            s1[i] += d
+            s2[i] += d * d
+
+
+def fem_sums(frames: np.ndarray, ring: np.ndarray, n_rings: int, slot: np.ndarray, n_slots: int
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One pass over a chunk: per-frame ring sums and per-slot per-pixel shifted sums.
+
+    Parameters
+    ----------
+    frames : (n, qy, qx) or (n, npix) real array
+    ring : (npix,) int64, ring of each pixel, −1 for pixels in no ring (masked or out of range)
+    slot : (n,) int64, accumulation slot (thickness bin) of each frame, −1: not accumulated per pixel
+    n_rings, n_slots : int
+
+    Returns
+    -------
+    ΣI, ΣI² per frame and ring (n, n_rings); counts per slot (n_slots,); and per slot and pixel
+    Σd, Σd² (n_slots, npix) with d = I − I_first (shifted by the chunk's first frame: exact for
+    integer counts, stable for floats); and the shift itself (npix,).
+    """
+    flat = np.ascontiguousarray(frames.reshape(frames.shape[0], -1))
+    n, npix = flat.shape
+    ring_dump = np.where(ring >= 0, ring, n_rings).astype(np.int64)
+    slot = np.ascontiguousarray(slot, dtype=np.int64)
+    ref = flat[0].astype(np.float64) if n else np.zeros(npix)
+    rs1, rs2 = np.zeros((n, n_rings + 1)), np.zeros((n, n_rings + 1))
+    p1, p2 = np.zeros((n_slots, npix)), np.zeros((n_slots, npix))
+    _ring_pass(flat, ring_dump, rs1, rs2)
+    _pixel_pass(flat, slot, ref, p1, p2)
+    counts = np.bincount(slot[slot >= 0], minlength=n_slots).astype(np.float64)[:n_slots]
+    return rs1[:, :n_rings], rs2[:, :n_rings], counts, p1, p2, ref
+
+
+# ------------------------------------------------------------------ analyzer
+class FemAnalyzer(Analyzer):
+    """FEM variance V(k): Ω, r, re and VImage per thickness bin and combined, live.
+
+    Parameters: the sections of :class:`FemConfig` as nested dicts
+    (``calibration``, ``rings``, ``noise``, ``thickness``) and ``map_k``,
+    ``map_width``, ``live_every``. Needs ``reciprocal_pixel_size`` from the stream
+    header or ``calibration``. k is reported as 1/d (Å⁻¹, the FEM convention): k = q / 2π.
+    """
+
+    name: ClassVar[str] = "fem"
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self.config: FemConfig = parse_fem_config(params)
+
+    # ----------------------------------------------------------------- operators
+    def prepare(self, run: RunInfo) -> None:
+        cfg = self.config
+        cal = cfg.calibration.apply(run.calibration)
+        if cal.reciprocal_pixel_size is None:
+            raise ValueError("fem needs reciprocal_pixel_size (Å⁻¹ per pixel, q = 2π/d) in the stream's "
+                             "calibration or in the analyzer's [calibration] section")
+        shape = tuple(int(v) for v in run.frame_shape)
+        ny, nx = shape
+        rc = cfg.rings
+        center = cal.center if cal.center is not None else ((ny - 1) / 2, (nx - 1) / 2)
+        dead = np.asarray(rc.dead_pixels, dtype=np.int64).reshape(-1, 2) if rc.dead_pixels else None
+        good = static_mask(shape, edge=rc.edge, center=center, dead_pixels=dead).reshape(-1)
+        r_max = rc.r_max if rc.r_max is not None else inscribed_radius(shape, cal)
+        if not r_max > rc.r_min:
+            raise ValueError(f"the radial range ({rc.r_min}, {r_max}) px is empty")
+        ring, n_rings = ring_index(shape, cal, ring_width=rc.ring_width, r_min=rc.r_min, r_max=r_max)
+        ring = np.where(good, ring, -1)
+        sel = np.flatnonzero(ring >= 0)
+        order = np.argsort(ring[sel], kind="stable")  # by ring, then raveled pixel index (cache order)
+        self.pix = sel[order].astype(np.int64)
+        self.ring_of_pix = ring[self.pix].astype(np.int64)
+        self.ring_full = ring.astype(np.int64)
+        counts = np.bincount(self.ring_of_pix, minlength=n_rings)
+        self.starts = np.zeros(n_rings + 1, dtype=np.int64)
+        np.cumsum(counts, out=self.starts[1:])
+        self.n_pixels = counts.astype(np.float64)
+        self.n_rings = int(n_rings)
+        self.shape, self.npix = shape, ny * nx
+        self.calibration = cal
+        self.radius_px = rc.r_min + (np.arange(n_rings) + 0.5) * rc.ring_width
+        self.k = self.radius_px * cal.reciprocal_pixel_size / (2 * math.pi)
+        self.gain = float(cfg.noise.gain if cfg.noise.gain is not None else cal.gain)
+        self.ddof = int(cfg.noise.ddof)
+        self.correct = bool(cfg.noise.correct)
+        tc = cfg.thickness
+        self.edges = np.asarray(tc.bins, dtype=float) if tc.bins is not None else None
+        self.n_bins = 1 if self.edges is None else self.edges.size - 1
+        self.map_rings = self._map_rings()
+        self.thickness_map = None
+        if tc.map is not None:
+            tmap = np.asarray(tc.map, dtype=float).reshape(-1)
+            if tmap.size != run.n_frames:
+                raise ValueError(f"thickness.map has {tmap.size} values for {run.n_frames} probes")
+            self.thickness_map = tmap
+        self.run = run
+
+    def _map_rings(self) -> np.ndarray:
+        cfg = self.config
+        k0 = cfg.map_k if cfg.map_k is not None else float(np.median(self.k))
+        sel = np.flatnonzero(np.abs(self.k - k0) <= cfg.map_width / 2)
+        if sel.size == 0:
+            sel = np.array([int(np.argmin(np.abs(self.k - k0)))])
+        return sel
+
+    # ----------------------------------------------------------------- results
+    def results(self, run: RunInfo) -> dict[str, ResultSpec]:
+        if not hasattr(self, "pix"):
+            self.prepare(run)
+        n, axes, nk, nb = run.n_frames, scan_axes(run.scan_shape), self.n_rings, self.n_bins
+        what = {"omega": "Ω: variance over probes of the ring mean", "r": "r: per-probe annular variance, averaged",
+                "re": "re: pooled variance of ring pixels over probes",
+                "vimage": "VImage: per-pixel variance over probes, ring-averaged"}
+        corr = "shot noise removed" if self.correct else "no shot-noise correction"
+        specs = {
+            "k": ResultSpec("curve", (nk,), "float64", ("k",), "Å⁻¹", "custom", "ring centres, k = 1/d"),
+            "n_pixels": ResultSpec("curve", (nk,), "float64", ("k",), "", "custom", "good pixels per ring"),
+            "bin_edges": ResultSpec("curve", (nb + 1,), "float64", ("edge",), "nm", "custom",
+                                    "thickness bin edges (NaN: no binning)"),
+            "probes_bins": ResultSpec("curve", (nb,), "float64", ("thickness_bin",), "", "custom",
+                                      "probes merged per thickness bin"),
+            "mean_intensity": ResultSpec("curve", (nk,), "float64", ("k",), "counts", "custom",
+                                         "mean ring intensity I(k) per pixel, all bins"),
+            "mean_intensity_bins": ResultSpec("curve", (nb, nk), "float64", ("thickness_bin", "k"), "counts",
+                                              "custom", "mean ring intensity per thickness bin"),
+            "variance_image": ResultSpec("frame", self.shape, "float64", ("qy", "qx"), "", "custom",
+                                         f"per-pixel V over probes (VImage before the ring mean), {corr}"),
+            "annular_variance": ResultSpec("map", (n,), "float32", axes, "", "frames",
+                                           f"per-probe annular variance at k = {self.k[self.map_rings].mean():.4g} "
+                                           f"Å⁻¹ ({corr})"),
+            "thickness": ResultSpec("map", (n,), "float32", axes, "nm", "frames", "(HAADF − black) / slope"),
+            "thickness_bin": ResultSpec("map", (n,), "float32", axes, "", "frames",
+                                        "thickness bin of the probe, NaN: excluded"),
+        }
+        for est in ESTIMATORS:
+            specs[f"v_{est}"] = ResultSpec("curve", (nk,), "float64", ("k",), "", "custom",
+                                           f"V(k), {what[est]}, all bins, {corr}")
+            specs[f"v_{est}_bins"] = ResultSpec("curve", (nb, nk), "float64", ("thickness_bin", "k"), "", "custom",
+                                                f"V(k), {what[est]}, per thickness bin, {corr}")
+        return specs
+
+    def initialize(self, store: ResultBuffers) -> None:
+        store["k"][:] = self.k
+        store["n_pixels"][:] = self.n_pixels
+        store["bin_edges"][:] = self.edges if self.edges is not None else np.nan
+        store["probes_bins"][:] = 0
+        nb, nk, g = self.n_bins, self.n_rings, self.pix.size
+        self._n = np.zeros(nb)
+        self._mean_a, self._m2_a, self._sum_w = np.zeros((nb, nk)), np.zeros((nb, nk)), np.zeros((nb, nk))
+        self._n_r, self._mean_v, self._m2_v = np.zeros((nb, nk)), np.zeros((nb, nk)), np.zeros((nb, nk))
+        self._pix_mean, self._pix_m2 = np.zeros((nb, g)), np.zeros((nb, g))
+        self._since_pixels = 0
+
+    # ----------------------------------------------------------------- per chunk (workers)
+    def thickness_of(self, chunk: FrameChunk) -> np.ndarray | None:
+        """Thickness (nm) of the chunk's probes, or None if neither a map nor the readback is there."""
+        if self.thickness_map is not None:
+            return self.thickness_map[chunk.first:chunk.first + chunk.count]
+        tc = self.config.thickness
+        haadf = chunk.positions.get(tc.readback) if chunk.positions else None
+        if haadf is None:
+            if tc.needed:
+                raise ValueError(f"fem: thickness binning needs the readback {tc.readback!r} in the chunk's "
+                                 f"positions (has {sorted(chunk.positions or {})}) or thickness.map")
+            return None
+        haadf = np.asarray(haadf, dtype=np.float64).reshape(-1)
+        if haadf.size != chunk.count:
+            raise ValueError(f"readback {tc.readback!r} has {haadf.size} values for {chunk.count} frames")
+        return (haadf - tc.black) / tc.slope
+
+    def bin_of(self, t: np.ndarray | None, count: int) -> np.ndarray:
+        """Thickness bin per probe (int64, −1: excluded by the window, the edges or a NaN thickness)."""
+        if t is None:
+            return np.zeros(count, dtype=np.int64)
+        tc = self.config.thickness
+        ok = np.isfinite(t)
+        if tc.window is not None:
+            ok &= (t >= tc.window[0]) & (t <= tc.window[1])
+        if self.edges is None:
+            return np.where(ok, 0, -1).astype(np.int64)
+        b = np.searchsorted(self.edges, np.where(ok, t, np.nan), side="right") - 1
+        ok &= (b >= 0) & (b < self.n_bins)
+        return np.where(ok, b, -1).astype(np.int64)
+
+    def process(self, chunk: FrameChunk) -> Partial:
+        frames = np.asarray(chunk.frames)
+        n = frames.shape[0]
+        if frames.ndim != 3 or frames.shape[1:] != self.shape:
+            raise ValueError(f"fem: frames must be (n, {self.shape[0]}, {self.shape[1]}), got {frames.shape}")
+        if frames.dtype == bool or not (np.issubdtype(frames.dtype, np.integer)
+                                        or np.issubdtype(frames.dtype, np.floating)):
+            raise ValueError(f"fem: frames must be real numbers, got dtype {frames.dtype}")
+        t = self.thickness_of(chunk)
+        bins = self.bin_of(t, n)
+        present = np.unique(bins[bins >= 0])
+        slot = np.where(bins >= 0, np.searchsorted(present, bins), -1)   # bin -> row of this partial
+        rs1, rs2, _, p1, p2, ref = fem_sums(frames, self.ring_full, self.n_rings, slot, present.size)
+        big_n, ddof, g = self.n_pixels, self.ddof, self.gain
+        with np.errstate(invalid="ignore", divide="ignore"):
+            a = rs1 / big_n                                   # ring mean per probe
+            w = np.maximum(rs2 - rs1 * a, 0.0)                # within-ring M2 per probe
+            s2 = np.where(big_n > ddof, w / (big_n - ddof), np.nan)
+            num = s2 - g * a if self.correct else s2
+            v_r = np.where(a > 0, num / (a * a), np.nan)      # per-probe annular variance V_r,p(k)
+            amap = np.nanmean(v_r[:, self.map_rings], axis=1) if self.map_rings.size > 1 \
+                else v_r[:, self.map_rings[0]]
+        values: dict[str, np.ndarray] = {
+            "annular_variance": amap.astype(np.float32),
+            "thickness": (np.full(n, np.nan) if t is None else t).astype(np.float32),
+            "thickness_bin": np.where(bins >= 0, bins, np.nan).astype(np.float32),
+            "bins_present": present.astype(np.int64),
+        }
+        nb_p, nk = present.size, self.n_rings
+        st = {key: np.zeros((nb_p, nk)) for key in ("mean_a", "m2_a", "sum_w", "n_r", "mean_v", "m2_v")}
+        counts = np.zeros(nb_p)
+        for i, b in enumerate(present):
+            rows = bins == b
+            counts[i], st["mean_a"][i], st["m2_a"][i] = float(rows.sum()), *chunk_moments(a[rows])[1:]
+            st["sum_w"][i] = w[rows].sum(axis=0)
+            st["n_r"][i], st["mean_v"][i], st["m2_v"][i] = chunk_moments(v_r[rows])
+        values["bin_counts"] = counts
+        values.update(st)
+        safe = np.maximum(counts, 1.0)[:, None]
+        d1, d2 = p1[:, self.pix], p2[:, self.pix]
+        values["pix_mean"] = ref[self.pix][None, :] + d1 / safe
+        values["pix_m2"] = np.maximum(d2 - d1 * d1 / safe, 0.0)
+        return Partial(chunk.first, n, values)
+
+    # ----------------------------------------------------------------- host
+    def merge(self, store: ResultBuffers, partial: Partial) -> None:
+        v = partial.values
+        sl = slice(partial.first, partial.first + partial.count)
+        for name in ("annular_variance", "thickness", "thickness_bin"):
+            store[name][sl] = v[name]
+        for i, b in enumerate(np.asarray(v["bins_present"], dtype=np.int64)):
+            nb_ = float(v["bin_counts"][i])
+            if nb_ == 0:
+                continue
+            na = self._n[b]
+            _, self._mean_a[b], self._m2_a[b] = merge_moments(na, self._mean_a[b], self._m2_a[b],
+                                                              nb_, v["mean_a"][i], v["m2_a"][i])
+            self._sum_w[b] += v["sum_w"][i]
+            self._n_r[b], self._mean_v[b], self._m2_v[b] = merge_moments(
+                self._n_r[b], self._mean_v[b], self._m2_v[b], v["n_r"][i], v["mean_v"][i], v["m2_v"][i])
+            merge_moments_into(na, self._pix_mean[b], self._pix_m2[b], nb_, v["pix_mean"][i], v["pix_m2"][i])
+            self._n[b] = na + nb_
+        self._update_rings(store)
+        self._since_pixels += partial.count
+        if self._since_pixels >= self.config.live_every:
+            self._update_pixels(store)
+        store.version += 1
+
+    def finalize(self, store: ResultBuffers) -> None:
+        self._update_pixels(store)
+        store.version += 1
+
+    # ----------------------------------------------------------------- estimators from states
+    def _combined(self) -> dict[str, np.ndarray]:
+        """The bins' ring states merged (Chan) into one: the 'all bins' estimators."""
+        n, mean_a, m2_a = self._n[0], self._mean_a[0], self._m2_a[0]
+        n_r, mean_v, m2_v = self._n_r[0], self._mean_v[0], self._m2_v[0]
+        for b in range(1, self.n_bins):
+            n2, mean_a, m2_a = merge_moments(n, mean_a, m2_a, self._n[b], self._mean_a[b], self._m2_a[b])
+            n_r, mean_v, m2_v = merge_moments(n_r, mean_v, m2_v, self._n_r[b], self._mean_v[b], self._m2_v[b])
+            n = n2
+        return {"n": np.asarray(n), "mean_a": mean_a, "m2_a": m2_a, "sum_w": self._sum_w.sum(axis=0),
+                "n_r": n_r, "mean_v": mean_v}
+
+    def _ring_estimators(self, n, mean_a, m2_a, sum_w, n_r, mean_v) -> dict[str, np.ndarray]:
+        big_n, g, ddof = self.n_pixels, self.gain, self.ddof
+        with np.errstate(invalid="ignore", divide="ignore"):
+            m2 = mean_a * mean_a
+            var_a = variance(n, m2_a, ddof)
+            pooled = variance(n * big_n, sum_w + big_n * m2_a, ddof)
+            if self.correct:
+                var_a = var_a - g * mean_a / big_n
+                pooled = pooled - g * mean_a
+            ok = (n > 0) & (mean_a > 0)
+            return {"omega": np.where(ok, var_a / m2, np.nan), "re": np.where(ok, pooled / m2, np.nan),
+                    "r": np.where(n_r > 0, mean_v, np.nan), "mean": np.where(n > 0, mean_a, np.nan)}
+
+    def _update_rings(self, store: ResultBuffers) -> None:
+        for b in range(self.n_bins):
+            est = self._ring_estimators(self._n[b], self._mean_a[b], self._m2_a[b], self._sum_w[b],
+                                        self._n_r[b], self._mean_v[b])
+            for name in ("omega", "r", "re"):
+                store[f"v_{name}_bins"][b] = est[name]
+            store["mean_intensity_bins"][b] = est["mean"]
+        c = self._combined()
+        est = self._ring_estimators(c["n"], c["mean_a"], c["m2_a"], c["sum_w"], c["n_r"], c["mean_v"])
+        for name in ("omega", "r", "re"):
+            store[f"v_{name}"][:] = est[name]
+        store["mean_intensity"][:] = est["mean"]
+        store["probes_bins"][:] = self._n
+
+    def pixel_variance(self, n: float, mean: np.ndarray, m2: np.ndarray) -> np.ndarray:
+        """Per-pixel V (good ring pixels, in ``pix`` order) from a pixel state; NaN where the mean is not > 0."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            var = variance(n, m2, self.ddof)
+            if self.correct:
+                var = var - self.gain * mean
+            return np.where(mean > 0, var / (mean * mean), np.nan)
+
+    def _ring_average(self, v: np.ndarray) -> np.ndarray:
+        ok = np.isfinite(v)
+        s = np.bincount(self.ring_of_pix, weights=np.where(ok, v, 0.0), minlength=self.n_rings)
+        c = np.bincount(self.ring_of_pix, weights=ok.astype(np.float64), minlength=self.n_rings)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(c > 0, s / c, np.nan)
+
+    def _update_pixels(self, store: ResultBuffers) -> None:
+        self._since_pixels = 0
+        n, mean, m2 = self._n[0], self._pix_mean[0], self._pix_m2[0]
+        for b in range(self.n_bins):
+            store["v_vimage_bins"][b] = self._ring_average(self.pixel_variance(self._n[b], self._pix_mean[b],
+                                                                               self._pix_m2[b]))
+            if b:
+                n, mean, m2 = merge_moments(n, mean, m2, self._n[b], self._pix_mean[b], self._pix_m2[b])
+        v = self.pixel_variance(float(n), mean, m2)
+        store["v_vimage"][:] = self._ring_average(v)
+        img = np.full(self.npix, np.nan)
+        img[self.pix] = v
+        store["variance_image"][:] = img.reshape(self.shape)
