@@ -14,15 +14,18 @@ from .base import Analyzer, BoundaryHook, PixelAnalyzer
 if TYPE_CHECKING:
     from .registry import ANALYZERS, build_analyzer
     from .ecm import EcmAnalyzer
+    from .eds import EdsTomography
     from .fem import FemAnalyzer
     from .snem import SnemAnalyzer
     from .virtual import VirtualDetectors
 
 __all__ = ["Analyzer", "PixelAnalyzer", "BoundaryHook", "VirtualDetectors", "SnemAnalyzer", "EcmAnalyzer",
-           "FemAnalyzer", "build_analyzer", "ANALYZERS"]
+           "FemAnalyzer", "EdsTomography",
+           "build_analyzer", "ANALYZERS"]
 
 _LAZY = {"VirtualDetectors": ".virtual", "SnemAnalyzer": ".snem", "EcmAnalyzer": ".ecm", "build_analyzer": ".registry",
-         "ANALYZERS": ".registry", "FemAnalyzer": ".fem"}
+         "ANALYZERS": ".registry", "FemAnalyzer": ".fem",
+         "EdsTomography": ".eds"}
 
 
 def __getattr__(name: str) -> Any:

@@ -8,6 +8,7 @@ from typing import Any
 
 from .base import Analyzer
 from .ecm import EcmAnalyzer
+from .eds import EdsTomography
 from .fem import FemAnalyzer
 from .snem import SnemAnalyzer
 from .virtual import VirtualDetectors
@@ -17,8 +18,8 @@ __all__ = ["ANALYZERS", "build_analyzer"]
 logger = logging.getLogger(__name__)
 
 #: Every analyzer the service can run, by its ``name``.
-ANALYZERS: dict[str, type[Analyzer]] = {cls.name: cls for cls in (VirtualDetectors, SnemAnalyzer, EcmAnalyzer,
-                                                                   FemAnalyzer)}
+ANALYZERS: dict[str, type[Analyzer]] = {
+    cls.name: cls for cls in (VirtualDetectors, SnemAnalyzer, EcmAnalyzer, EdsTomography, FemAnalyzer)}
 
 
 def build_analyzer(name: str, params: Mapping[str, Any] | None = None) -> Analyzer:

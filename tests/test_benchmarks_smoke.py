@@ -38,3 +38,16 @@ def test_ecm_benchmark_quick_json():
     assert {c["case"] for c in result["cases"]} == {"correlator-64", "kww-64"}
     for c in result["cases"]:
         assert c["emlive_per_s"] > 0 and c["ratio"] == pytest.approx(c["emlive_per_s"] / c["peer_per_s"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script, case", [("tomo.py", "sirt-"), ("fem.py", "fem-")])
+def test_other_benchmarks_quick_json(script, case):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--json"],
+                         capture_output=True, text=True, env=env, timeout=240, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    cases = result["cases"]
+    assert any(c["case"].startswith(case) for c in cases)
+    for c in cases:
+        assert c["emlive_per_s"] > 0
