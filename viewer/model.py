@@ -219,7 +219,8 @@ class PipelineModel:
         gen = self._inspect_gen
         run = self.run_uid
         stacks = [k for k, d in self.descriptors.items()
-                  if scan_indexed and d["kind"] in POSITIONED and tuple(d["shape"][:len(scan)]) == scan]
+                  if scan_indexed and d["kind"] in POSITIONED and len(d["shape"]) > len(scan)
+                  and tuple(d["shape"][:len(scan)]) == scan]  # a curve per position, not a scan-shaped stack
         local = {k: self.arrays[k] for k in stacks if k in self.arrays}  # stacks small enough to be sent
         insp = Inspection(positions, indices, t_request=time.perf_counter())
 
