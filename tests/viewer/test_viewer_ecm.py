@@ -38,10 +38,20 @@ def test_click_on_the_tau_map_shows_g2_and_its_kww_fit(qtbot, tmp_path):
             lags = client.result("ecm", "lags", run=run.uid)
         np.testing.assert_array_equal(win.map_panel.shown, tau)
         y, x = np.argwhere(np.isfinite(tau))[len(np.argwhere(np.isfinite(tau))) // 2]
-        scene = win.map_panel.image.mapToScene(QtCore.QPointF(x + 0.5, y + 0.5))
-        qtbot.mouseClick(win.map_panel.graphics.viewport(), QtCore.Qt.MouseButton.LeftButton,
-                         pos=win.map_panel.graphics.mapFromScene(scene))
-        qtbot.waitUntil(lambda: win.last_inspection is not None, timeout=10_000)
+        qtbot.waitExposed(win)
+        qtbot.wait(300)  # the map view settles its range before the pixel is mapped to the screen
+
+        def click() -> bool:
+            scene = win.map_panel.image.mapToScene(QtCore.QPointF(x + 0.5, y + 0.5))
+            qtbot.mouseClick(win.map_panel.graphics.viewport(), QtCore.Qt.MouseButton.LeftButton,
+                             pos=win.map_panel.graphics.mapFromScene(scene))
+            try:
+                qtbot.waitUntil(lambda: win.last_inspection is not None, timeout=10_000)
+            except qtbot.TimeoutError:
+                return False
+            return True
+
+        assert click() or click()  # a loaded CI machine may swallow the first click before the view is ready
         insp = win.last_inspection
         assert insp.frame is None  # a detector-pixel map: no raw pattern to show
         np.testing.assert_allclose(insp.curves[("ecm", "g2")], g2[:, y, x], rtol=1e-6)
