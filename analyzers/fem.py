@@ -42,12 +42,15 @@ textbook ⟨x²⟩/⟨x⟩² − 1 forms (what pyxem computes without a gain); t
 correction is exact only with ``ddof=1``.
 
 Running moments, merge-safe: per chunk and per thickness bin a worker returns
-(n, mean, M2) of Ā (per ring), of the per-probe V_r (per ring) and of every
-pixel (VImage; from sums of I − I_first, shifted by the chunk's first frame,
-exact for integer frames), plus Σ_p of the within-ring M2 (for re). The host merges them with
-Chan's formula (:mod:`.moments`); "combined" merges the bins' states. Any order
-of chunks gives the same V within float rounding (a few ulp per merge); the
-executor merges in submission order, so a run is reproducible bit for bit.
+(n, mean, M2) of Ā (per ring) and of the per-probe V_r (per ring), Σ_p of the
+within-ring M2 (for re), and for VImage the power sums Σd, Σd² of every ring
+pixel: exact unsigned integers (d = I) for uint8/uint16 frames, sent in the
+narrowest type that holds them, float64 shifted by the chunk's first frame
+(d = I − I_first) otherwise. The host turns each pixel's sums into the chunk's
+(mean, M2), with the exact integer numerator n·Σd² − (Σd)² for integer frames, and
+merges them with Chan's formula (:mod:`.moments`); "combined" merges the bins'
+states. Any order of chunks gives the same V within float rounding (a few ulp per
+merge); the executor merges in submission order, so a run is reproducible bit for bit.
 
 Thickness: t = (HAADF − black) / slope per probe, from the chunk's readback
 ``thickness.readback`` (``chunk.positions``) or a per-probe ``thickness.map``;
@@ -55,16 +58,20 @@ probes outside ``thickness.window`` or outside the bin edges take no part in
 V(k) (their annular-variance map value is still written). V ∝ 1/t at first order,
 so compare only same-thickness bins.
 
-Cost: one gather of the ring pixels per frame (ring sums of I and I² on the
-way), then a cache-tiled pass adding I and I² per pixel and bin; numba, no
-temporaries of frame size. Per-pixel results (VImage, the variance image) are
-rebuilt every ``live_every`` merged frames and at the end.
+Cost: one pass per frame, numba, no temporaries of frame size: the frame is cut
+into bands of rows that stay in L1; per band, the ring sums of I and I² gather the
+band's ring pixels (sorted by ring, so a ring's sums stay in registers) and the
+per-pixel sums run over its rows in natural order (vectorised). Frames of one
+thickness bin go four at a time, so one index load and one update of the per-pixel
+sums serve four frames. Per-pixel results (VImage, the variance image) are rebuilt
+every ``live_every`` merged frames and at the end.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import threading
 from typing import Any, ClassVar
 
 import msgspec
@@ -74,11 +81,11 @@ import numpy as np
 from .base import Analyzer, FrameChunk, Partial, ResultBuffers, ResultSpec, RunInfo, scan_axes
 from .integration import inscribed_radius
 from .masks import ring_index, static_mask
-from .moments import chunk_moments, merge_moments, merge_moments_into, variance
+from .moments import chunk_moments, merge_moments, merge_sums_into, variance
 from .snem_config import CalibrationOverrides
 
 __all__ = ["FemAnalyzer", "FemConfig", "RingConfig", "NoiseConfig", "ThicknessConfig", "parse_fem_config",
-           "ESTIMATORS", "fem_sums"]
+           "ESTIMATORS", "RingLayout", "fem_sums"]
 
 logger = logging.getLogger(__name__)
 
@@ -175,64 +182,234 @@ def parse_fem_config(params: dict[str, Any] | None) -> FemConfig:
 
 
 # ------------------------------------------------------------------ kernels
+# The frame is cut into bands of rows small enough that four frames' bands stay in L1. Per band: the ring
+# sums gather the band's good ring pixels in (ring, raveled index) order, so a ring's sum stays in registers,
+# then the per-pixel sums run over the band's rows in natural order (contiguous, vectorised). Frames of one
+# accumulation slot go four at a time: one index load and one read-modify-write of the per-pixel sums serve
+# four frames. Indices are unsigned (numba then drops its negative-index wrap-around code). Sums are exact
+# integers for uint8/uint16 frames (uint32 ΣI, uint64 ΣI²) and float64 shifted by the chunk's first frame
+# otherwise (stable).
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
-def _ring_pass(frames, ring, rs1, rs2):  # pragma: no cover - numba
-    npix = frames.shape[1]
-    for f in range(frames.shape[0]):
-        fr = frames[f]
-        a1 = rs1[f]
-        a2 = rs2[f]
-        for i in range(npix):  # a scatter in natural pixel order (ring -1 goes to the dump slot at the end)
-            v = np.float64(fr[i])
-            k = ring[i]
-            a1[k] += v
-            a2[k] += v * v
+def _band4(flat, f0, f1, f2, f3, seg_pix, seg_start, seg_ring, s_lo, s_hi, row_lo, row_hi, r_lo, r_hi, ref, zero,
+           rs1, rs2, s1, s2, acc):  # pragma: no cover - numba
+    g0, g1, g2, g3 = flat[f0], flat[f1], flat[f2], flat[f3]
+    for s in range(s_lo, s_hi):
+        a0 = a1 = a2 = a3 = zero
+        q0 = q1 = q2 = q3 = zero
+        for j in range(seg_start[s], seg_start[s + 1]):
+            p = seg_pix[j]
+            x0, x1, x2, x3 = zero + g0[p], zero + g1[p], zero + g2[p], zero + g3[p]
+            a0 += x0
+            a1 += x1
+            a2 += x2
+            a3 += x3
+            q0 += x0 * x0
+            q1 += x1 * x1
+            q2 += x2 * x2
+            q3 += x3 * x3
+        k = seg_ring[s]
+        rs1[f0, k] += a0
+        rs1[f1, k] += a1
+        rs1[f2, k] += a2
+        rs1[f3, k] += a3
+        rs2[f0, k] += q0
+        rs2[f1, k] += q1
+        rs2[f2, k] += q2
+        rs2[f3, k] += q3
+    if not acc:
+        return
+    for r in range(r_lo, r_hi):
+        if ref is None:
+            for i in range(row_lo[r], row_hi[r]):
+                y0, y1, y2, y3 = np.uint32(g0[i]), np.uint32(g1[i]), np.uint32(g2[i]), np.uint32(g3[i])
+                s1[i] += (y0 + y1) + (y2 + y3)
+                s2[i] += (np.uint64(y0 * y0) + np.uint64(y1 * y1)) + (np.uint64(y2 * y2) + np.uint64(y3 * y3))
+        else:
+            for i in range(row_lo[r], row_hi[r]):
+                c = ref[i]
+                d0, d1, d2, d3 = g0[i] - c, g1[i] - c, g2[i] - c, g3[i] - c
+                s1[i] += (d0 + d1) + (d2 + d3)
+                s2[i] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
-def _pixel_pass(frames, slot, ref, p1, p2):  # pragma: no cover - numba
-    npix = frames.shape[1]
-    for f in range(frames.shape[0]):
-        b = slot[f]
-        if b < 0:
-            continue
-        fr = frames[f]
-        s1 = p1[b]
-        s2 = p2[b]
-        for i in range(npix):  # contiguous, vectorised
-            d = np.float64(fr[i]) - ref[i]
-            s1[i] += d
-            s2[i] += d * d
+def _band1(flat, f, seg_pix, seg_start, seg_ring, s_lo, s_hi, row_lo, row_hi, r_lo, r_hi, ref, zero,
+           rs1, rs2, s1, s2, acc):  # pragma: no cover - numba
+    g = flat[f]
+    for s in range(s_lo, s_hi):
+        a = q = zero
+        for j in range(seg_start[s], seg_start[s + 1]):
+            x = zero + g[seg_pix[j]]
+            a += x
+            q += x * x
+        k = seg_ring[s]
+        rs1[f, k] += a
+        rs2[f, k] += q
+    if not acc:
+        return
+    for r in range(r_lo, r_hi):
+        if ref is None:
+            for i in range(row_lo[r], row_hi[r]):
+                y = np.uint32(g[i])
+                s1[i] += y
+                s2[i] += np.uint64(y * y)
+        else:
+            for i in range(row_lo[r], row_hi[r]):
+                d = g[i] - ref[i]
+                s1[i] += d
+                s2[i] += d * d
 
 
-def fem_sums(frames: np.ndarray, ring: np.ndarray, n_rings: int, slot: np.ndarray, n_slots: int
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One pass over a chunk: per-frame ring sums and per-slot per-pixel shifted sums.
+@numba.njit(cache=True, nogil=True)
+def _fem_pass(flat, seg_pix, seg_start, seg_ring, band_seg, band_row, row_lo, row_hi, slot, order, ref, zero,
+              rs1, rs2, s1, s2):  # pragma: no cover - numba
+    n = order.size
+    i = 0
+    while i < n:  # ``order`` groups the frames by slot; runs of one slot go four at a time
+        b = slot[order[i]]
+        m = 1
+        while m < 4 and i + m < n and slot[order[i + m]] == b:
+            m += 1
+        acc = b >= 0
+        bb = b if acc else 0
+        for t in range(band_seg.size - 1):
+            if m == 4:
+                _band4(flat, order[i], order[i + 1], order[i + 2], order[i + 3], seg_pix, seg_start, seg_ring,
+                       band_seg[t], band_seg[t + 1], row_lo, row_hi, band_row[t], band_row[t + 1], ref, zero,
+                       rs1, rs2, s1[bb], s2[bb], acc)
+            else:
+                for u in range(i, i + m):
+                    _band1(flat, order[u], seg_pix, seg_start, seg_ring, band_seg[t], band_seg[t + 1], row_lo,
+                           row_hi, band_row[t], band_row[t + 1], ref, zero, rs1, rs2, s1[bb], s2[bb], acc)
+        i += m
+
+
+class RingLayout:
+    """The good ring pixels cut into row bands, for :func:`fem_sums`.
+
+    Parameters
+    ----------
+    ring : (qy*qx,) int, ring of each pixel, −1 for pixels in no ring
+    shape : (qy, qx)
+    n_rings : int
+    band_rows : int, rows per band (default: four uint16 bands fill ~24 kB)
+    """
+
+    def __init__(self, ring: np.ndarray, shape: tuple[int, int], n_rings: int, band_rows: int | None = None) -> None:
+        ny, nx = shape
+        ring = np.asarray(ring, dtype=np.int64).reshape(-1)
+        if ring.size != ny * nx:
+            raise ValueError(f"ring has {ring.size} pixels for a {ny}×{nx} frame")
+        self.band_rows = int(band_rows or max(1, 24576 // (8 * nx)))
+        sel = np.flatnonzero(ring >= 0)
+        band = (sel // nx) // self.band_rows
+        order = np.lexsort((sel, ring[sel], band))            # by band, ring, raveled index
+        pix, rk, bd = sel[order], ring[sel][order], band[order]
+        key = bd * (n_rings + 1) + rk
+        new = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if pix.size else np.zeros(0, dtype=np.int64)
+        self.seg_pix = pix.astype(np.uint32 if ny * nx < 2 ** 32 else np.uint64)
+        self.seg_start = np.r_[new, pix.size].astype(np.uint64)
+        self.seg_ring = rk[new].astype(np.uint64)
+        n_bands = -(-ny // self.band_rows)
+        self.band_seg = np.searchsorted(bd[new], np.arange(n_bands + 1)).astype(np.uint64)
+        self.band_row = np.minimum(np.arange(n_bands + 1) * self.band_rows, ny).astype(np.uint64)
+        rows = sel // nx                                       # per row, the span of its ring pixels
+        lo = np.full(ny, 0, dtype=np.int64)
+        hi = np.full(ny, 0, dtype=np.int64)
+        if sel.size:
+            first = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+            last = np.r_[first[1:], sel.size] - 1
+            lo[rows[first]], hi[rows[first]] = sel[first], sel[last] + 1
+        self.row_lo, self.row_hi = lo.astype(np.uint64), hi.astype(np.uint64)
+        self.npix, self.n_rings = ny * nx, int(n_rings)
+
+
+def _exact_integer(dtype: np.dtype, n: int) -> bool:
+    """Whether the unsigned sums (uint32 ΣI, uint64 ΣI², the merge's int64 n·ΣI² − (ΣI)²) are exact."""
+    if dtype.kind != "u" or dtype.itemsize > 2:
+        return False
+    vmax = float(np.iinfo(dtype).max)
+    return n * vmax < 2.0 ** 32 and float(n) ** 2 * vmax ** 2 < 2.0 ** 62
+
+
+def fem_sums(frames: np.ndarray, layout: RingLayout, pix: np.ndarray, slot: np.ndarray, n_slots: int
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """One pass over a chunk: per-frame ring sums and per-slot sums of every good ring pixel.
 
     Parameters
     ----------
     frames : (n, qy, qx) or (n, npix) real array
-    ring : (npix,) int64, ring of each pixel, −1 for pixels in no ring (masked or out of range)
-    slot : (n,) int64, accumulation slot (thickness bin) of each frame, −1: not accumulated per pixel
-    n_rings, n_slots : int
+    layout : :class:`RingLayout` of the rings
+    pix : (g,) int, the raveled pixels whose per-pixel sums are returned, in this order
+    slot : (n,) int, accumulation slot (thickness bin) of each frame, −1: ring sums only
+    n_slots : int
 
     Returns
     -------
-    ΣI, ΣI² per frame and ring (n, n_rings); counts per slot (n_slots,); and per slot and pixel
-    Σd, Σd² (n_slots, npix) with d = I − I_first (shifted by the chunk's first frame: exact for
-    integer counts, stable for floats); and the shift itself (npix,).
+    ΣI, ΣI² per frame and ring (n, n_rings); frames per slot (n_slots,) int64; per slot and pixel of
+    ``pix`` Σd, Σd² (n_slots, g) with d = I − ref; ``ref`` (g,) float64, the chunk's first frame, for float,
+    signed or wide integer frames (float64 sums), None for uint8/uint16 frames (d = I: exact unsigned sums,
+    in the narrowest unsigned type that holds them).
     """
-    flat = np.ascontiguousarray(frames.reshape(frames.shape[0], -1))
-    n, npix = flat.shape
-    ring_dump = np.where(ring >= 0, ring, n_rings).astype(np.int64)
+    flat = frames.reshape(frames.shape[0], -1)
+    if not flat.flags.c_contiguous:
+        flat = np.ascontiguousarray(flat)
+    n = flat.shape[0]
     slot = np.ascontiguousarray(slot, dtype=np.int64)
-    ref = flat[0].astype(np.float64) if n else np.zeros(npix)
-    rs1, rs2 = np.zeros((n, n_rings + 1)), np.zeros((n, n_rings + 1))
-    p1, p2 = np.zeros((n_slots, npix)), np.zeros((n_slots, npix))
-    _ring_pass(flat, ring_dump, rs1, rs2)
-    _pixel_pass(flat, slot, ref, p1, p2)
-    counts = np.bincount(slot[slot >= 0], minlength=n_slots).astype(np.float64)[:n_slots]
-    return rs1[:, :n_rings], rs2[:, :n_rings], counts, p1, p2, ref
+    counts = np.bincount(slot[slot >= 0], minlength=n_slots)[:n_slots].astype(np.int64)
+    ns, npix, nk = max(n_slots, 1), layout.npix, layout.n_rings
+    if _exact_integer(flat.dtype, n):
+        zero, ref, acc1, acc2 = np.int64(0), None, np.uint32, np.uint64
+    else:
+        zero, acc1, acc2 = np.float64(0.0), np.float64, np.float64
+        ref = flat[0].astype(np.float64) if n else np.zeros(npix)
+    rs1, rs2 = np.zeros((n, nk), dtype=type(zero)), np.zeros((n, nk), dtype=type(zero))
+    s1, s2 = _scratch(ns, npix, acc1, acc2)
+    order = np.argsort(slot, kind="stable").astype(np.int64)
+    _fem_pass(flat, layout.seg_pix, layout.seg_start, layout.seg_ring, layout.band_seg, layout.band_row,
+              layout.row_lo, layout.row_hi, slot, order, ref, zero, rs1, rs2, s1, s2)
+    pix = np.ascontiguousarray(pix, dtype=np.int64)
+    p1, p2 = np.empty((n_slots, pix.size), dtype=acc1), np.empty((n_slots, pix.size), dtype=acc2)
+    _take_and_clear(s1, s2, pix, layout.row_lo, layout.row_hi, p1, p2)
+    if ref is None:  # exact integers: the narrowest unsigned type that holds them (a smaller partial to send)
+        p1, p2 = _narrow(p1), _narrow(p2)
+    return rs1, rs2, counts, p1, p2, (None if ref is None else ref[pix])
+
+
+def _narrow(x: np.ndarray) -> np.ndarray:
+    top = int(x.max(initial=0))
+    for t in (np.uint8, np.uint16, np.uint32):
+        if top <= np.iinfo(t).max:
+            return x.astype(t) if x.dtype.itemsize > np.dtype(t).itemsize else x
+    return x
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(ns: int, npix: int, t1: type, t2: type) -> tuple[np.ndarray, np.ndarray]:
+    """Zeroed per-pixel accumulators, kept per thread: fresh ones would page-fault on every chunk."""
+    key = (npix, np.dtype(t1).str, np.dtype(t2).str)
+    have = getattr(_SCRATCH, "buffers", {}).get(key)
+    if have is None or have[0].shape[0] < ns:
+        have = (np.zeros((ns, npix), dtype=t1), np.zeros((ns, npix), dtype=t2))
+        _SCRATCH.buffers = {key: have}
+    return have[0][:ns], have[1][:ns]
+
+
+@numba.njit(cache=True, nogil=True)
+def _take_and_clear(s1, s2, pix, row_lo, row_hi, p1, p2):  # pragma: no cover - numba
+    for b in range(p1.shape[0]):
+        a1, a2, o1, o2 = s1[b], s2[b], p1[b], p2[b]
+        for j in range(pix.size):
+            o1[j] = a1[pix[j]]
+            o2[j] = a2[pix[j]]
+    for b in range(s1.shape[0]):
+        a1, a2 = s1[b], s2[b]
+        for r in range(row_lo.size):
+            for i in range(row_lo[r], row_hi[r]):
+                a1[i] = 0
+                a2[i] = 0
 
 
 # ------------------------------------------------------------------ analyzer
@@ -273,6 +450,7 @@ class FemAnalyzer(Analyzer):
         order = np.argsort(ring[sel], kind="stable")  # by ring, then raveled pixel index (cache order)
         self.pix = sel[order].astype(np.int64)
         self.ring_of_pix = ring[self.pix].astype(np.int64)
+        self.layout = RingLayout(ring, shape, n_rings)
         self.ring_full = ring.astype(np.int64)
         counts = np.bincount(self.ring_of_pix, minlength=n_rings)
         self.starts = np.zeros(n_rings + 1, dtype=np.int64)
@@ -397,7 +575,7 @@ class FemAnalyzer(Analyzer):
         bins = self.bin_of(t, n)
         present = np.unique(bins[bins >= 0])
         slot = np.where(bins >= 0, np.searchsorted(present, bins), -1)   # bin -> row of this partial
-        rs1, rs2, _, p1, p2, ref = fem_sums(frames, self.ring_full, self.n_rings, slot, present.size)
+        rs1, rs2, _, ps1, ps2, ref = fem_sums(frames, self.layout, self.pix, slot, present.size)
         big_n, ddof, g = self.n_pixels, self.ddof, self.gain
         with np.errstate(invalid="ignore", divide="ignore"):
             a = rs1 / big_n                                   # ring mean per probe
@@ -423,10 +601,9 @@ class FemAnalyzer(Analyzer):
             st["n_r"][i], st["mean_v"][i], st["m2_v"][i] = chunk_moments(v_r[rows])
         values["bin_counts"] = counts
         values.update(st)
-        safe = np.maximum(counts, 1.0)[:, None]
-        d1, d2 = p1[:, self.pix], p2[:, self.pix]
-        values["pix_mean"] = ref[self.pix][None, :] + d1 / safe
-        values["pix_m2"] = np.maximum(d2 - d1 * d1 / safe, 0.0)
+        values["pix_s1"], values["pix_s2"] = ps1, ps2
+        if ref is not None:
+            values["pix_ref"] = ref
         return Partial(chunk.first, n, values)
 
     # ----------------------------------------------------------------- host
@@ -435,18 +612,22 @@ class FemAnalyzer(Analyzer):
         sl = slice(partial.first, partial.first + partial.count)
         for name in ("annular_variance", "thickness", "thickness_bin"):
             store[name][sl] = v[name]
-        for i, b in enumerate(np.asarray(v["bins_present"], dtype=np.int64)):
-            nb_ = float(v["bin_counts"][i])
-            if nb_ == 0:
-                continue
-            na = self._n[b]
-            _, self._mean_a[b], self._m2_a[b] = merge_moments(na, self._mean_a[b], self._m2_a[b],
-                                                              nb_, v["mean_a"][i], v["m2_a"][i])
-            self._sum_w[b] += v["sum_w"][i]
-            self._n_r[b], self._mean_v[b], self._m2_v[b] = merge_moments(
-                self._n_r[b], self._mean_v[b], self._m2_v[b], v["n_r"][i], v["mean_v"][i], v["m2_v"][i])
-            merge_moments_into(na, self._pix_mean[b], self._pix_m2[b], nb_, v["pix_mean"][i], v["pix_m2"][i])
-            self._n[b] = na + nb_
+        counts = np.asarray(v["bin_counts"], dtype=np.float64)
+        keep = counts > 0
+        idx = np.asarray(v["bins_present"], dtype=np.int64)[keep]    # distinct bins: one vectorised Chan step
+        if idx.size:
+            na, nb_ = self._n[idx], counts[keep]
+            _, self._mean_a[idx], self._m2_a[idx] = merge_moments(
+                na[:, None], self._mean_a[idx], self._m2_a[idx], nb_[:, None], v["mean_a"][keep], v["m2_a"][keep])
+            self._sum_w[idx] += v["sum_w"][keep]
+            self._n_r[idx], self._mean_v[idx], self._m2_v[idx] = merge_moments(
+                self._n_r[idx], self._mean_v[idx], self._m2_v[idx], v["n_r"][keep], v["mean_v"][keep],
+                v["m2_v"][keep])
+            for i in np.flatnonzero(keep):
+                b = int(v["bins_present"][i])
+                merge_sums_into(self._n[b], self._pix_mean[b], self._pix_m2[b], int(counts[i]), v["pix_s1"][i],
+                                v["pix_s2"][i], v.get("pix_ref"))
+            self._n[idx] = na + nb_
         self._update_rings(store)
         self._since_pixels += partial.count
         if self._since_pixels >= self.config.live_every:
@@ -483,12 +664,11 @@ class FemAnalyzer(Analyzer):
                     "r": np.where(n_r > 0, mean_v, np.nan), "mean": np.where(n > 0, mean_a, np.nan)}
 
     def _update_rings(self, store: ResultBuffers) -> None:
-        for b in range(self.n_bins):
-            est = self._ring_estimators(self._n[b], self._mean_a[b], self._m2_a[b], self._sum_w[b],
-                                        self._n_r[b], self._mean_v[b])
-            for name in ("omega", "r", "re"):
-                store[f"v_{name}_bins"][b] = est[name]
-            store["mean_intensity_bins"][b] = est["mean"]
+        est = self._ring_estimators(self._n[:, None], self._mean_a, self._m2_a, self._sum_w, self._n_r,
+                                    self._mean_v)                       # all bins at once, (n_bins, n_rings)
+        for name in ("omega", "r", "re"):
+            store[f"v_{name}_bins"][:] = est[name]
+        store["mean_intensity_bins"][:] = est["mean"]
         c = self._combined()
         est = self._ring_estimators(c["n"], c["mean_a"], c["m2_a"], c["sum_w"], c["n_r"], c["mean_v"])
         for name in ("omega", "r", "re"):

@@ -28,7 +28,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["chunk_moments", "merge_moments", "merge_moments_into", "variance"]
+__all__ = ["chunk_moments", "merge_moments", "merge_moments_into", "merge_sums_into", "variance"]
 
 
 def chunk_moments(x: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -94,6 +94,63 @@ def merge_moments_into(n_a: float, mean_a: np.ndarray, m2_a: np.ndarray, n_b: fl
     if n_a < 0 or n_b < 0:
         raise ValueError("counts must be >= 0")
     _merge_into(float(n_a), mean_a, m2_a, float(n_b), mean_b, m2_b)
+    return float(n_a) + float(n_b)
+
+
+@numba.njit(cache=True, nogil=True)
+def _merge_sums(n_a, mean_a, m2_a, n_b, s1, s2, ref, shifted, exact):  # pragma: no cover - numba
+    n = n_a + n_b
+    wb = n_b / n
+    cross = n_a * n_b / n
+    inv = 1.0 / n_b
+    for i in range(mean_a.size):
+        if exact:  # integer sums: n·Σd² − (Σd)² in int64, exact
+            a = np.int64(s1[i])
+            m2b = (n_b * np.int64(s2[i]) - a * a) * inv
+            mb = a * inv
+        else:
+            x = np.float64(s1[i])
+            m2b = (np.float64(s2[i]) - x * (x * inv))
+            mb = x * inv
+        if m2b < 0.0:
+            m2b = 0.0
+        if shifted:
+            mb += ref[i]
+        d = mb - mean_a[i]
+        mean_a[i] += d * wb
+        m2_a[i] += m2b + d * d * cross
+
+
+def merge_sums_into(n_a: float, mean_a: np.ndarray, m2_a: np.ndarray, n_b: int, s1: np.ndarray, s2: np.ndarray,
+                    ref: np.ndarray | None = None) -> float:
+    """In place: merge ``n_b`` samples given as power sums Σd, Σd² (d = x − ref) into (n_a, mean_a, M2_a).
+
+    Why sums: a worker's per-pixel state is then two accumulators and no division,
+    and for integer data the sums are exact, so the chunk's M2 = (n Σd² − (Σd)²)/n
+    has an exact numerator (int64: the caller keeps n²·max|d|² < 2⁶³). For float
+    data ``ref`` (a sample of each element, e.g. the chunk's first frame) keeps the
+    subtraction from cancelling. The chunk's (mean, M2) then enter Chan's update.
+    ``mean_a`` and ``m2_a`` must be writable contiguous float64 1-D arrays; ``s1``, ``s2``
+    integer (any width) or float arrays of the same size. Returns the merged count.
+    """
+    if not (mean_a.dtype == m2_a.dtype == np.float64 and mean_a.ndim == 1 and mean_a.shape == m2_a.shape
+            and mean_a.flags.c_contiguous and m2_a.flags.c_contiguous):
+        raise ValueError("mean_a and m2_a must be contiguous 1-D float64 arrays of one shape")
+    if n_a < 0 or n_b < 0:
+        raise ValueError("counts must be >= 0")
+    if n_b == 0:
+        return float(n_a)
+    s1, s2 = np.ascontiguousarray(s1).reshape(-1), np.ascontiguousarray(s2).reshape(-1)
+    exact = s1.dtype.kind in "iu" and s2.dtype.kind in "iu"   # the caller keeps n·Σd² and (Σd)² < 2⁶³
+    t = np.int64 if exact else np.float64                      # one compiled signature per kind
+    s1, s2 = s1.astype(t, copy=False), s2.astype(t, copy=False)
+    if s1.shape != mean_a.shape or s2.shape != mean_a.shape:
+        raise ValueError(f"states differ in size: {mean_a.shape}, {s1.shape} and {s2.shape}")
+    shifted = ref is not None
+    ref = np.ascontiguousarray(ref, dtype=np.float64).reshape(-1) if shifted else np.zeros(1)
+    if shifted and ref.shape != mean_a.shape:
+        raise ValueError(f"ref has {ref.size} elements for {mean_a.size}")
+    _merge_sums(float(n_a), mean_a, m2_a, int(n_b), s1, s2, ref, shifted, exact)
     return float(n_a) + float(n_b)
 
 

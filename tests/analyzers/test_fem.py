@@ -278,3 +278,53 @@ def test_configuration_errors_name_the_field():
 
 def test_registered_by_name():
     assert isinstance(build_analyzer("fem", {"map_k": 0.4}), FemAnalyzer)
+
+
+# ------------------------------------------------------------------ kernels
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint8, np.float32, np.int16])
+def test_fem_sums_match_numpy_ring_and_pixel_sums(dtype):
+    """Ring sums per frame and per-slot pixel sums against np.bincount / plain sums (slot −1 and odd group sizes)."""
+    from emlive.analyzers.fem import RingLayout, fem_sums
+    rng = np.random.default_rng(7)
+    shape, n, nk = (37, 29), 23, 6
+    r = radius(shape).reshape(-1)
+    ring = np.where(r < 13.5, np.floor(r / 2.25), -1).astype(np.int64)
+    ring[[5, 300, 301]] = -1
+    pix = np.flatnonzero(ring >= 0)[::-1].copy()       # any order of the returned pixels
+    lo, hi = (-300, 300) if dtype == np.int16 else (0, 250 if dtype == np.uint8 else 60000)
+    frames = rng.integers(lo, hi, size=(n, *shape)).astype(dtype)
+    slot = rng.integers(-1, 3, n)
+    flat = frames.reshape(n, -1).astype(np.float64)
+    for rows in (None, 1, 5):
+        rs1, rs2, counts, s1, s2, ref = fem_sums(frames, RingLayout(ring, shape, nk, rows), pix, slot, 3)
+        sel = ring >= 0
+        for f in range(n):
+            assert np.allclose(rs1[f], np.bincount(ring[sel], flat[f, sel], nk), rtol=1e-12)
+            assert np.allclose(rs2[f], np.bincount(ring[sel], flat[f, sel] ** 2, nk), rtol=1e-12)
+        assert counts.tolist() == [int(np.sum(slot == b)) for b in range(3)]
+        shift = np.zeros(pix.size) if ref is None else ref
+        assert (ref is None) == (dtype in (np.uint16, np.uint8))
+        for b in range(3):
+            d = flat[slot == b][:, pix] - shift
+            assert np.allclose(s1[b].astype(np.float64), d.sum(axis=0), rtol=1e-12, atol=1e-9)
+            assert np.allclose(s2[b].astype(np.float64), (d * d).sum(axis=0), rtol=1e-12, atol=1e-9)
+            if ref is None:
+                assert np.array_equal(s1[b].astype(np.int64), d.sum(axis=0).astype(np.int64))
+
+
+@pytest.mark.parametrize("kind", ["int", "float"])
+def test_merging_power_sums_equals_the_two_pass_moments(kind):
+    from emlive.analyzers.moments import merge_sums_into
+    rng = np.random.default_rng(8)
+    if kind == "int":
+        x = rng.integers(60000, 60010, size=(400, 50)).astype(np.int64)   # large mean, tiny variance
+    else:
+        x = 1e6 + rng.normal(size=(400, 50))
+    mean, m2, n = np.zeros(50), np.zeros(50), 0.0
+    for part in np.array_split(x, 9):
+        ref = None if kind == "int" else part[0].astype(np.float64)
+        d = part if ref is None else part - ref
+        n = merge_sums_into(n, mean, m2, part.shape[0], d.sum(axis=0), (d * d).sum(axis=0), ref)
+    assert n == x.shape[0]
+    assert np.allclose(mean, x.mean(axis=0), rtol=1e-15)
+    assert np.allclose(m2 / (n - 1), np.var(x.astype(np.float64), axis=0, ddof=1), rtol=1e-9)
