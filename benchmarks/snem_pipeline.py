@@ -427,7 +427,7 @@ def print_row(say, row: dict) -> None:
     for stage, em, peer in (("mask", t["mask"], pt["mask"]), ("integrate", t["integrate"], pt["integrate"]),
                             ("pdf", t["pdf"], pt["pdf"]), ("fit (1+2 Gaussians)", t["fit1"] + t["fit2"], pt["fit"])):
         say(f"  {stage:28s} {n / em:14.0f} {'':>15s} {m / peer:14.1f} {(n / em) / (m / peer):9.0f}")
-    say(f"\n  per stage, ms per 1000 patterns (emlive one core: the analyzer's timings; peer: per pattern)")
+    say("\n  per stage, ms per 1000 patterns (emlive one core: the analyzer's timings; peer: per pattern)")
     say(f"  {'stage':22s} {'emlive':>9s} {'share':>6s} {'peer':>11s} {'share':>6s}")
     em_total = sum(t.values()) + row["merge_s"]
     peer_total = sum(pt.values())

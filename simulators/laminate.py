@@ -74,7 +74,7 @@ from . import physics
 from .detector import DetectorModel, electron_indices, frame_rng
 from .form_factors import electron_form_factor
 from .glass import (GR_R, X_MIXTURE, glass_curves, glass_density, glass_intensity, intensity_cache,
-                    mixture_form_factors, pair_fractions, peak_position, reduced_pdf, smooth_low_q, sro_alpha)
+                    mixture_form_factors, pair_fractions, peak_position, reduced_pdf, sro_alpha)
 from .phantom import BinnedElectronPhantom
 
 __all__ = ["NI_LATTICE", "SnemLaminate", "fcc_reflections", "glass_density", "glass_intensity",
