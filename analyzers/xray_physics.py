@@ -52,6 +52,8 @@ import numpy as np
 import xraylib
 from scipy import optimize, special
 
+from .form_factors import atomic_number as _parse_element
+
 __all__ = ["LINE_FAMILIES", "SEED_TABLE_2", "IUPAC_ATOMIC_WEIGHTS", "atomic_number", "atomic_weight",
            "line_components", "line_energy", "line_shell", "fluorescence_yield", "relative_intensity",
            "ionisation_cross_section", "elastic_cross_section", "sensitivity_f", "haadf_z", "quantify",
@@ -106,16 +108,11 @@ IUPAC_ATOMIC_WEIGHTS: dict[int, float] = {z + 1: w for z, w in enumerate(_IUPAC)
 
 
 def atomic_number(element: str | int) -> int:
-    """Atomic number of ``element`` (symbol such as ``"Co"`` or an int 1..92)."""
-    if isinstance(element, (int, np.integer)) and not isinstance(element, bool):
-        z = int(element)
-    elif isinstance(element, str):
-        try:
-            z = int(xraylib.SymbolToAtomicNumber(element.strip().capitalize()))
-        except ValueError:
-            z = 0
-    else:
-        raise ValueError(f"element must be a symbol or an atomic number, got {element!r}")
+    """Atomic number of ``element`` (symbol such as ``"Co"`` or an int), limited to the weight table (Z = 1..92).
+
+    Parsing is :func:`emlive.analyzers.form_factors.atomic_number`'s.
+    """
+    z = _parse_element(element)
     if not 1 <= z <= 92:
         raise ValueError(f"unknown element {element!r} (symbols and Z = 1..92 are supported)")
     return z
