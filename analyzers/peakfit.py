@@ -587,24 +587,32 @@ def _check_n_peaks(n_peaks: int) -> None:
         raise ValueError(f"n_peaks must be 1 or 2, got {n_peaks!r}")
 
 
-def _window_points(r: np.ndarray, g: np.ndarray, window: tuple[float, float] | None,
-                   need: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Validate (r, g), return (r_win, g_win (n, m), batch shape)."""
+def _check_grid(r, g, min_size: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """(r, g) as float arrays: r strictly increasing with at least ``min_size`` points, g (..., r.size)."""
     r = np.asarray(r, dtype=float)
     g = np.asarray(g, dtype=float)
-    if r.ndim != 1 or r.size < 3:
-        raise ValueError(f"r must be a 1-D grid of at least 3 points, got shape {r.shape}")
+    if r.ndim != 1 or r.size < min_size:
+        raise ValueError(f"r must be {what}, got shape {r.shape}")
     if not np.all(np.isfinite(r)) or np.any(np.diff(r) <= 0):
         raise ValueError("r must be finite and strictly increasing")
     if g.ndim < 1 or g.shape[-1] != r.size:
         raise ValueError(f"g must have shape (..., {r.size}) to match r, got {g.shape}")
-    if window is None:
-        sel = np.ones(r.size, dtype=bool)
-    else:
-        lo, hi = (float(v) for v in window)
-        if not lo < hi:
-            raise ValueError(f"window must be (low, high) with low < high, got {window!r}")
-        sel = (r >= lo - _WINDOW_TOL) & (r <= hi + _WINDOW_TOL)
+    return r, g
+
+
+def _window_mask(r: np.ndarray, window) -> np.ndarray:
+    """Points of r inside the (low, high) window, with a rounding tolerance at both ends."""
+    lo, hi = (float(v) for v in window)
+    if not lo < hi:
+        raise ValueError(f"window must be (low, high) with low < high, got {window!r}")
+    return (r >= lo - _WINDOW_TOL) & (r <= hi + _WINDOW_TOL)
+
+
+def _window_points(r: np.ndarray, g: np.ndarray, window: tuple[float, float] | None,
+                   need: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validate (r, g), return (r_win, g_win (n, m), batch shape)."""
+    r, g = _check_grid(r, g, 3, "a 1-D grid of at least 3 points")
+    sel = np.ones(r.size, dtype=bool) if window is None else _window_mask(r, window)
     if sel.sum() < need:
         raise ValueError(f"window {window!r} holds {int(sel.sum())} points of r; at least {need} are needed")
     batch = g.shape[:-1]
@@ -773,18 +781,8 @@ def peak_position(r: np.ndarray, g: np.ndarray,
     r_max, height : arrays of shape g.shape[:-1]
         NaN for curves without a finite value in the window.
     """
-    r = np.asarray(r, dtype=float)
-    g = np.asarray(g, dtype=float)
-    if r.ndim != 1 or r.size < 1:
-        raise ValueError(f"r must be a non-empty 1-D grid, got shape {r.shape}")
-    if not np.all(np.isfinite(r)) or np.any(np.diff(r) <= 0):
-        raise ValueError("r must be finite and strictly increasing")
-    if g.ndim < 1 or g.shape[-1] != r.size:
-        raise ValueError(f"g must have shape (..., {r.size}) to match r, got {g.shape}")
-    lo, hi = (float(v) for v in window)
-    if not lo < hi:
-        raise ValueError(f"window must be (low, high) with low < high, got {window!r}")
-    idx = np.flatnonzero((r >= lo - _WINDOW_TOL) & (r <= hi + _WINDOW_TOL))
+    r, g = _check_grid(r, g, 1, "a non-empty 1-D grid")
+    idx = np.flatnonzero(_window_mask(r, window))
     if idx.size == 0:
         raise ValueError(f"window {window!r} holds no point of r")
     batch = g.shape[:-1]
