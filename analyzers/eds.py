@@ -94,9 +94,11 @@ class EdsTomography(Analyzer):
         self.elements = [el for el, _ in self.config.lines]
         self.names = list(self.windows.names)
         self.projector = ParallelProjector(self.nx, self.angles, dtype=np.float32)
+        self._prepared_for = run.run_uid
 
     def results(self, run: RunInfo) -> dict[str, ResultSpec]:
-        self.prepare(run)
+        if getattr(self, "_prepared_for", None) != run.run_uid:  # the host prepares first; build once
+            self.prepare(run)
         n, nt, ny, nx, ne = run.n_frames, self.n_tilt, self.ny, self.nx, len(self.names)
         scan = ("tilt", "scan_y", "scan_x")
         specs = {
