@@ -256,5 +256,6 @@ def _progress(rec: RunRecord) -> dict:
 
 
 def _describe(analyzer: str, name: str, spec, arr: np.ndarray) -> dict:
-    return {"analyzer": analyzer, "name": name, "kind": spec.kind, "units": spec.units,
+    # merge "frames" = indexed by scan position: what a client needs to map a click to a frame
+    return {"analyzer": analyzer, "name": name, "kind": spec.kind, "units": spec.units, "merge": spec.merge,
             "axes": list(spec.axes), "dtype": arr.dtype.str, "shape": list(arr.shape)}

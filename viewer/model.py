@@ -30,6 +30,11 @@ Key = tuple[str, str]  # (analyzer, result name)
 POSITIONED = ("stack",)
 
 
+def scan_indexed(descriptor: dict) -> bool:
+    """Whether a result is indexed by scan position (its frames merge), so a click names a frame."""
+    return descriptor.get("merge", "frames") == "frames"
+
+
 @dataclass
 class Inspection:
     """What one click (or ROI) asked for: raw pattern and per-position curves of every stack."""
@@ -185,9 +190,9 @@ class PipelineModel:
         return self.descriptor(key)["kind"]
 
     def scan_shape(self) -> tuple[int, ...] | None:
-        """The run's scan shape, from the first map result (maps are scan-shaped by convention)."""
+        """The run's scan shape, from the first map indexed by scan position."""
         for d in self.descriptors.values():
-            if d["kind"] == "map":
+            if d["kind"] == "map" and scan_indexed(d):
                 return tuple(d["shape"])
         return None
 
@@ -199,28 +204,28 @@ class PipelineModel:
         x = self.arrays.get((key[0], axes[-1]))
         return None if x is None or x.ndim != 1 else x
 
-    def inspect(self, positions: list[tuple[int, ...]], max_frames: int = 64, *, scan_indexed: bool = True,
+    def inspect(self, positions: list[tuple[int, ...]], max_frames: int = 64, *, by_position: bool = True,
                 queries: list[tuple[str, str]] = ()) -> int:
         """Ask for the raw pattern and every stack's slice at these positions (their mean for an ROI).
 
-        ``scan_indexed=False`` (a map over detector pixels, e.g. an ECM τ map): no raw pattern and
+        ``by_position=False`` (a map over detector pixels, e.g. an ECM τ map): no raw pattern and
         no per-position stacks. ``queries`` (analyzer, query) are asked with ``position`` too
         (e.g. ECM's g2 of that pixel); their answers land in ``answers`` and, as curves named
         after the query, in ``curves`` with ``x`` from the answer's ``lags``/``x``.
         Returns the request's number; an older request still queued is skipped (the newest click wins).
         """
-        scan = self.scan_shape() if scan_indexed else ()
+        scan = self.scan_shape() if by_position else ()
         if scan is None or not positions:
             raise ValueError("nothing to inspect yet: no map result has arrived")
         positions = [tuple(int(v) for v in p) for p in positions]
         # a detector-pixel map has no scan index: its curves come from the queries alone
-        indices = [int(np.ravel_multi_index(p, scan)) for p in positions] if scan_indexed else [-1] * len(positions)
+        indices = [int(np.ravel_multi_index(p, scan)) for p in positions] if by_position else [-1] * len(positions)
         self._inspect_gen += 1
         gen = self._inspect_gen
         run = self.run_uid
         stacks = [k for k, d in self.descriptors.items()
-                  if scan_indexed and d["kind"] in POSITIONED and len(d["shape"]) > len(scan)
-                  and tuple(d["shape"][:len(scan)]) == scan]  # a curve per position, not a scan-shaped stack
+                  if by_position and d["kind"] in POSITIONED and scan_indexed(d)
+                  and tuple(d["shape"][:len(scan)]) == scan]
         local = {k: self.arrays[k] for k in stacks if k in self.arrays}  # stacks small enough to be sent
         insp = Inspection(positions, indices, t_request=time.perf_counter())
 
@@ -229,7 +234,7 @@ class PipelineModel:
                 return None  # superseded by a newer click
             step = max(1, math.ceil(len(indices) / max_frames))
             frames = []
-            for i in (indices[::step] if scan_indexed else []):
+            for i in (indices[::step] if by_position else []):
                 try:
                     frames.append(_frame(client, i, run).astype(np.float64))
                 except (QueryError, TimeoutError) as exc:
@@ -462,4 +467,4 @@ class PipelineModel:
             client.close()
 
 
-__all__ = ["PipelineModel", "Changes", "Inspection", "Key", "snapshot_address_for"]
+__all__ = ["PipelineModel", "Changes", "Inspection", "Key", "scan_indexed", "snapshot_address_for"]

@@ -19,7 +19,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from .curvepanel import CurvePanel
 from .inspectpanel import InspectPanel
 from .mappanel import MapPanel
-from .model import Changes, Inspection, Key, PipelineModel
+from .model import Changes, Inspection, Key, PipelineModel, scan_indexed
 from .overlays import overlay_for
 from .sliceview import SliceView
 
@@ -332,15 +332,14 @@ class ViewerWindow(QtWidgets.QMainWindow):
 
     def _inspect_options(self) -> dict:
         """What a click on the current map can ask: scan-indexed maps get patterns and stacks, all get queries."""
-        axes = list(self.model.descriptor(self.map_key).get("axes") or []) if self.map_key else []
-        scan_indexed = not axes or axes[0].startswith(("scan", "frame", "tilt"))
+        by_position = self.map_key is None or scan_indexed(self.model.descriptor(self.map_key))
         queries = [(a, overlay_for(a).inspect_query) for a in sorted({k[0] for k in self.model.descriptors})
                    if overlay_for(a).inspect_query and (self.map_key is None or self.map_key[0] == a)]
-        return {"scan_indexed": scan_indexed, "queries": queries}
+        return {"by_position": by_position, "queries": queries}
 
     def on_roi(self, positions: list[tuple[int, ...]]) -> None:
         try:
-            self.model.inspect(positions, scan_indexed=self._inspect_options()["scan_indexed"])
+            self.model.inspect(positions, by_position=self._inspect_options()["by_position"])
         except ValueError as exc:
             self.note(str(exc))
 
