@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from .peakfit import _solve_damped
+from .levenberg import _active_set, _after_accept, _projected_step, _solve_damped
 
 __all__ = ["KwwResult", "fit_kww", "initial_guess", "kww_model", "reliability", "tau_histogram",
            "DEFAULT_BOUNDS", "STATUS"]
@@ -164,43 +164,15 @@ def _lm(logt, yy, sw, base, x, lower, upper, max_iter, xtol, ftol, gtol, buf_m, 
     nu = 2.0
     it = 0
     while it < max_iter:
-        # active set: a parameter on a bound whose descent direction leaves the box is held
-        gmax = 0.0
-        xnorm = 0.0
-        dmax = 0.0
-        for i in range(3):
-            held = (x[i] <= lower[i] and grad[i] > 0.0) or (x[i] >= upper[i] and grad[i] < 0.0)
-            free[i] = not held
-            if not held and abs(grad[i]) > gmax:
-                gmax = abs(grad[i])
-            xnorm += x[i] * x[i]
-            if diag[i] > dmax:
-                dmax = diag[i]
-        xnorm = math.sqrt(xnorm)
+        gmax, xnorm = _active_set(x, grad, diag, lower, upper, free)
         if gmax <= gtol:
             return cost, 1, it
-        floor = dmax * 1e-12 + 1e-300
-        for i in range(3):
-            if diag[i] < floor:
-                diag[i] = floor
         it += 1
         if not _solve_damped(hess, grad, diag, lam, free, mat, step):
             lam *= nu
             nu *= 2.0
             continue
-        snorm = 0.0
-        pred_lin = 0.0
-        for i in range(3):
-            xt[i] = min(max(x[i] + step[i], lower[i]), upper[i])
-            step[i] = xt[i] - x[i]
-            snorm += step[i] * step[i]
-            pred_lin += grad[i] * step[i]
-        snorm = math.sqrt(snorm)
-        pred_quad = 0.0
-        for i in range(3):
-            for j in range(3):
-                pred_quad += step[i] * hess[i, j] * step[j]
-        pred = -(pred_lin + 0.5 * pred_quad)
+        snorm, pred = _projected_step(x, step, grad, hess, lower, upper, xt)
         cost_t = _evaluate(logt, yy, sw, base, xt, ft, jact, True)
         actual = cost - cost_t
         if math.isfinite(cost_t) and actual > 0.0 and pred > 0.0:
@@ -211,11 +183,7 @@ def _lm(logt, yy, sw, base, x, lower, upper, max_iter, xtol, ftol, gtol, buf_m, 
             jac, jact = jact, jac
             cost = cost_t
             _normal(jac, f, hess, grad)
-            for i in range(3):
-                if hess[i, i] > diag[i]:
-                    diag[i] = hess[i, i]
-            c = 2.0 * ratio - 1.0
-            lam *= max(1.0 / 3.0, 1.0 - c * c * c)
+            lam = _after_accept(hess, diag, lam, ratio)
             nu = 2.0
             if actual < ftol * cost and ratio > 0.25:
                 return cost, 2, it

@@ -42,6 +42,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from .levenberg import _active_set, _after_accept, _projected_step, _solve_damped
+
 __all__ = [
     "FitResult", "fit_gaussians", "gaussian_model", "gaussian_qois", "initial_guess", "peak_position",
     "param_names", "seed_parameters", "LOSSES", "DEFAULT_WINDOW",
@@ -253,58 +255,6 @@ def _normal_equations(jac, u, w, hess, grad):
             hess[j, i] = s
 
 
-@numba.njit(cache=True, nogil=True)
-def _solve_damped(hess, grad, diag, lam, free, mat, step):
-    """Solve (H + λ diag(D)) s = −g on the free parameters by Cholesky; s = 0 on held ones. False if not SPD."""
-    n_par = grad.size
-    for i in range(n_par):
-        step[i] = 0.0
-        for j in range(n_par):
-            mat[i, j] = 0.0
-    for i in range(n_par):
-        if not free[i]:
-            continue
-        for j in range(i + 1):
-            if free[j]:
-                mat[i, j] = hess[i, j]
-        mat[i, i] += lam * diag[i]
-    # in-place Cholesky of the free block (lower triangle)
-    for i in range(n_par):
-        if not free[i]:
-            continue
-        for j in range(i + 1):
-            if not free[j]:
-                continue
-            s = mat[i, j]
-            for k in range(j):
-                if free[k]:
-                    s -= mat[i, k] * mat[j, k]
-            if i == j:
-                if not s > 0.0:
-                    return False
-                mat[i, i] = math.sqrt(s)
-            else:
-                mat[i, j] = s / mat[j, j]
-    # forward (L y = −g), then backward (Lᵀ s = y)
-    for i in range(n_par):
-        if not free[i]:
-            continue
-        s = -grad[i]
-        for k in range(i):
-            if free[k]:
-                s -= mat[i, k] * step[k]
-        step[i] = s / mat[i, i]
-    for i in range(n_par - 1, -1, -1):
-        if not free[i]:
-            continue
-        s = step[i]
-        for k in range(i + 1, n_par):
-            if free[k]:
-                s -= mat[k, i] * step[k]
-        step[i] = s / mat[i, i]
-    return True
-
-
 @numba.njit(cache=True, nogil=True, fastmath=_FASTMATH)
 def _lm(rr, yy, x, lower, upper, npk, loss, f_scale, max_iter, xtol, ftol, gtol, lam0, buf_m, buf_p, mat, free):
     """Projected Levenberg–Marquardt on the robust objective from ``x`` (updated in place).
@@ -329,43 +279,15 @@ def _lm(rr, yy, x, lower, upper, npk, loss, f_scale, max_iter, xtol, ftol, gtol,
     nu = 2.0
     it = 0
     while it < max_iter:
-        # active set: a parameter on a bound whose descent direction leaves the box is held
-        gmax = 0.0
-        xnorm = 0.0
-        dmax = 0.0
-        for i in range(n_par):
-            held = (x[i] <= lower[i] and grad[i] > 0.0) or (x[i] >= upper[i] and grad[i] < 0.0)
-            free[i] = not held
-            if not held and abs(grad[i]) > gmax:
-                gmax = abs(grad[i])
-            xnorm += x[i] * x[i]
-            if diag[i] > dmax:
-                dmax = diag[i]
-        xnorm = math.sqrt(xnorm)
+        gmax, xnorm = _active_set(x, grad, diag, lower, upper, free)
         if gmax < gtol:
             return cost, 1, it
-        floor = dmax * 1e-12 + 1e-300
-        for i in range(n_par):
-            if diag[i] < floor:
-                diag[i] = floor
         it += 1
         if not _solve_damped(hess, grad, diag, lam, free, mat, step):
             lam *= nu
             nu *= 2.0
             continue
-        snorm = 0.0
-        pred_lin = 0.0
-        for i in range(n_par):
-            xt[i] = min(max(x[i] + step[i], lower[i]), upper[i])
-            step[i] = xt[i] - x[i]
-            snorm += step[i] * step[i]
-            pred_lin += grad[i] * step[i]
-        snorm = math.sqrt(snorm)
-        pred_quad = 0.0
-        for i in range(n_par):
-            for j in range(n_par):
-                pred_quad += step[i] * hess[i, j] * step[j]
-        pred = -(pred_lin + 0.5 * pred_quad)
+        snorm, pred = _projected_step(x, step, grad, hess, lower, upper, xt)
         _residuals(rr, yy, xt, npk, ft, jact, True)
         cost_t = _robust(ft, loss, f_scale, ut, wt, True)
         actual = cost - cost_t
@@ -379,11 +301,7 @@ def _lm(rr, yy, x, lower, upper, npk, loss, f_scale, max_iter, xtol, ftol, gtol,
             jac, jact = jact, jac
             cost = cost_t
             _normal_equations(jac, u, w, hess, grad)
-            for i in range(n_par):
-                if hess[i, i] > diag[i]:
-                    diag[i] = hess[i, i]
-            c = 2.0 * ratio - 1.0
-            lam *= max(1.0 / 3.0, 1.0 - c * c * c)
+            lam = _after_accept(hess, diag, lam, ratio)
             nu = 2.0
             if actual < ftol * cost and ratio > 0.25:
                 return cost, 2, it
