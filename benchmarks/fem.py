@@ -40,6 +40,8 @@ import warnings
 
 import numpy as np
 
+from harness import reporter
+
 NAME = "fem"
 _STATE: dict = {}
 
@@ -181,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.quick:
         args.frames, args.peer_frames, args.repeat = 256, 32, 1
-    say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else (lambda *a: print(*a, flush=True))
+    say = reporter(args.json)
     size = args.size
     say(f"generating {args.frames} frames of {size}² ...")
     sim, frames, haadf = make_input(size, args.frames)

@@ -75,6 +75,8 @@ import warnings
 
 import numpy as np
 
+from harness import reporter
+
 NAME = "snem_pipeline"
 STAGES = ("mask", "integrate", "pdf", "peaks", "fit1", "fit2", "regions")
 PARAMS = {"mask": {"saturation": 4095}, "nmf": {"enabled": False}}
@@ -464,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("pyFAI").setLevel(logging.INFO if args.verbose else logging.ERROR)
     if args.quick:
         args.repeat = 1
-    say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else (lambda *a: print(*a, flush=True))
+    say = reporter(args.json)
     say(f"{NAME}: {os.cpu_count()} cores, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, chunks of "
         f"{args.chunk}, {args.workers} worker processes for the multi-core run, best of {args.repeat}")
     load = os.getloadavg()[0]

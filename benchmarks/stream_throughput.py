@@ -47,6 +47,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from harness import reporter
 import zmq
 
 NAME = "stream_throughput"
@@ -315,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         p.error("--frames takes one value or one per size")
     chunk = args.chunk_frames
-    say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else (lambda *a: print(*a, flush=True))
+    say = reporter(args.json)
 
     ctx = zmq.Context.instance()
     tmp = Path(tempfile.mkdtemp(prefix="emlive-bench-"))

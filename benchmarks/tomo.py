@@ -39,7 +39,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse
-import json
 import logging
 import math
 import sys
@@ -47,6 +46,8 @@ import time
 import warnings
 
 import numpy as np
+
+from harness import reporter, run_cases, warn_if_loaded
 
 NAME = "tomo"
 ANGLES = np.arange(-75.0, 75.1, 5.0)
@@ -246,18 +247,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         numba.set_num_threads(args.threads)
-    say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else (lambda *a: print(*a, flush=True))
+    say = reporter(args.json)
     say(f"{NAME}: {os.cpu_count()} cores, numba threads {numba.get_num_threads()}; best of {args.repeat}")
-    load = os.getloadavg()[0]
-    if load > 0.5:
-        say(f"warning: load average {load:.2f} before the start: other processes share the cores, "
-            f"the numbers will be low")
-    cases = []
-    for name in args.cases:
-        for size in args.sizes or DEFAULT_SIZES[name]:
-            cases.append(CASES[name](size, args, say))
-    if args.json:
-        print(json.dumps({"benchmark": NAME, "cases": cases}))
+    warn_if_loaded(say)
+    run_cases(NAME, CASES, args.cases, args.sizes, DEFAULT_SIZES, args, say)
     return 0
 
 
