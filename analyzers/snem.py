@@ -92,8 +92,9 @@ def region_stats(frames: np.ndarray, good: np.ndarray, base: np.ndarray, bf_idx:
     """
     flat = frames.reshape(frames.shape[0], -1)
     out = np.empty((flat.shape[0], 4))
-    _region_stats(flat, good, base, bf_idx.astype(np.int64), ann_idx.astype(np.int64),
-                  ring_idx.astype(np.int64), float(saturation), out)
+    # np.asarray: no copy per chunk for the int64 index lists prepare() keeps
+    _region_stats(flat, good, base, np.asarray(bf_idx, np.int64), np.asarray(ann_idx, np.int64),
+                  np.asarray(ring_idx, np.int64), float(saturation), out)
     return out
 
 
