@@ -4,7 +4,8 @@ A dark-field image series (the camera in imaging mode) becomes, per pixel, the
 intensity autocorrelation g2(τ) and its KWW fit g2 = 1 + A exp(−2 (t/τ)^β), while
 the series is recorded:
 
-    frames ─► drift (register a static bright feature, :mod:`.drift`) ─► undo shift
+    frames ─► drift (register a static bright feature, :mod:`.drift`; smoothed over
+              ±``smooth_frames``, so that many frames wait for their look-ahead) ─► undo shift
            ─► optional b×b binning ─► streaming multi-tau g2 per pixel (:mod:`.correlator`)
            ─► every ``refresh_frames`` (at most every ``refresh_s``) and at the end:
               KWW fits (:mod:`.kww`) ─► τ, β, A maps, reliability, τ histogram
@@ -33,7 +34,7 @@ import numpy as np
 
 from .base import FrameChunk, Partial, PixelAnalyzer, ResultBuffers, ResultSpec, RunInfo, Tile
 from .correlator import MultiTauCorrelator, multi_tau_lags
-from .drift import DriftTracker, undo_shift
+from .drift import DriftSmoother, DriftTracker, undo_shift
 from .kww import fit_kww, kww_model, reliability, tau_histogram
 
 __all__ = ["EcmAnalyzer", "EcmConfig", "DriftConfig"]
@@ -45,7 +46,9 @@ class DriftConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     enabled: bool = True
     window: tuple[int, int, int, int] | None = None  # (y0, y1, x0, x1); None: around the brightest spot
     upsample: int = 50
-    rereference_every: int = 200
+    rereference_every: int = 500    # frames between reference renewals (0: always the first frame)
+    overlap: int = 200              # frames registered to both references at a renewal
+    smooth_frames: int = 25         # ± frames of the local linear fit of the shifts (0: raw shifts, no delay)
 
 
 class EcmConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -80,6 +83,9 @@ class _TileState:
     last_refresh: float = field(default_factory=time.monotonic)
     frames_since_refresh: int = 0
     mean_sum: np.ndarray | None = None
+    smoother: DriftSmoother | None = None
+    pending: list[np.ndarray] = field(default_factory=list)   # frames (tile rows + margin) awaiting their drift
+    pending_first: int = 0                                     # series index of the first pending frame
 
 
 _MAPS = {"tau": ("s", "KWW relaxation time τ"), "beta": ("", "KWW stretching exponent β"),
@@ -156,48 +162,93 @@ class EcmAnalyzer(PixelAnalyzer):
         tracker = None
         if d.enabled:
             window = None if d.window is None else (slice(d.window[0], d.window[1]), slice(d.window[2], d.window[3]))
-            tracker = DriftTracker(window=window, upsample=d.upsample, rereference_every=d.rereference_every)
+            tracker = DriftTracker(window=window, upsample=d.upsample, rereference_every=d.rereference_every,
+                                   overlap=d.overlap)
         return _TileState(tile=tile, rows=slice(tile.y0, tile.y1),
                           correlator=MultiTauCorrelator(bshape[0] * bshape[1], n_levels=self.n_levels,
                                                         per_level=self.config.per_level),
-                          drift=tracker, binned_shape=bshape, mean_sum=np.zeros(bshape[0] * bshape[1]))
+                          drift=tracker, binned_shape=bshape, mean_sum=np.zeros(bshape[0] * bshape[1]),
+                          smoother=DriftSmoother(d.smooth_frames) if tracker is not None else None)
 
-    def _tile_frames(self, state: _TileState, chunk: FrameChunk) -> tuple[np.ndarray, np.ndarray | None]:
-        frames = chunk.frames
+    def _margin_rows(self, state: _TileState, ny: int) -> tuple[int, int]:
+        """The tile's rows plus a margin, so undoing the shift interpolates the edges from real pixels."""
+        return max(state.tile.y0 - 4, 0), min(state.tile.y1 + 4, ny)
+
+    def _drift_corrected(self, state: _TileState, frames: np.ndarray | None
+                         ) -> tuple[int, np.ndarray, np.ndarray] | None:
+        """Register ``frames`` (None: the end of the series) and return the frames whose smoothed drift is known.
+
+        The smoother needs ``smooth_frames`` frames of look-ahead, so that many frames (the
+        tile's rows plus a margin) wait for the next chunk. Returns (first index, corrected
+        tile frames, their drift), or None if no frame is ready yet.
+        """
         t = state.tile
-        drift = None
-        if state.drift is not None:
-            drift = state.drift.update(frames)
-            # undo the shift on the tile plus a margin, so the edges interpolate from real pixels
-            y0, y1 = max(t.y0 - 4, 0), min(t.y1 + 4, frames.shape[1])
-            part = np.empty((frames.shape[0], t.y1 - t.y0, t.x1 - t.x0), dtype=np.float32)
-            for k in range(frames.shape[0]):
-                moved = undo_shift(frames[k, y0:y1, t.x0:t.x1], tuple(drift[k]))
-                part[k] = moved[t.y0 - y0:t.y1 - y0]
+        assert state.drift is not None and state.smoother is not None
+        if frames is not None:
+            y0, y1 = self._margin_rows(state, frames.shape[1])
+            state.pending.extend(np.array(frames[:, y0:y1, t.x0:t.x1]))  # a copy: the chunk's buffer may be reused
+            drift = state.smoother.push(state.drift.update(frames))
         else:
-            part = np.asarray(frames[:, t.y0:t.y1, t.x0:t.x1], dtype=np.float32)
+            drift = state.smoother.flush()
+        n = drift.shape[0]
+        if n == 0:
+            return None
+        y0 = max(t.y0 - 4, 0)
+        part = np.empty((n, t.y1 - t.y0, t.x1 - t.x0), dtype=np.float32)
+        for k in range(n):
+            part[k] = undo_shift(state.pending[k], tuple(drift[k]))[t.y0 - y0:t.y1 - y0]
+        first = state.pending_first
+        del state.pending[:n]
+        state.pending_first += n
+        return first, part, drift
+
+    def _bin(self, state: _TileState, part: np.ndarray) -> np.ndarray:
         b = self.config.binning
         bh, bw = state.binned_shape
         if b > 1:
             part = part[:, :bh * b, :bw * b].reshape(part.shape[0], bh, b, bw, b).sum(axis=(2, 4))
-        return part.reshape(part.shape[0], -1), drift
+        return part.reshape(part.shape[0], -1)
 
-    def process_tile(self, state: _TileState, chunk: FrameChunk) -> Partial | None:
-        flat, drift = self._tile_frames(state, chunk)
+    def _feed(self, state: _TileState, part: np.ndarray) -> None:
+        flat = self._bin(state, part)
         state.correlator.update(flat)
         state.mean_sum += flat.sum(axis=0, dtype=np.float64)
+        state.frames_since_refresh += part.shape[0]
+
+    def process_tile(self, state: _TileState, chunk: FrameChunk) -> Partial | None:
         values: dict[str, np.ndarray] = {}
-        if drift is not None and state.tile.y0 == 0:
-            values["drift"] = drift
-        state.frames_since_refresh += chunk.count
+        first, count = chunk.first, chunk.count
+        if state.drift is not None:
+            ready = self._drift_corrected(state, chunk.frames)
+            if ready is None:
+                return None
+            first, part, drift = ready
+            count = part.shape[0]
+            if state.tile.y0 == 0:
+                values["drift"] = drift
+        else:
+            t = state.tile
+            part = np.asarray(chunk.frames[:, t.y0:t.y1, t.x0:t.x1], dtype=np.float32)
+        self._feed(state, part)
         if state.frames_since_refresh >= self.config.refresh_frames \
                 and time.monotonic() - state.last_refresh >= self.config.refresh_s:
             state.last_refresh, state.frames_since_refresh = time.monotonic(), 0
             values.update(self._maps(state))
-        return Partial(chunk.first, chunk.count, values) if values else None
+        return Partial(first, count, values) if values else None
 
     def finish_tile(self, state: _TileState) -> Partial | None:
-        return Partial(0, 0, self._maps(state))
+        values: dict[str, np.ndarray] = {}
+        first = count = 0
+        if state.drift is not None:
+            ready = self._drift_corrected(state, None)   # the frames held back for the smoother's look-ahead
+            if ready is not None:
+                first, part, drift = ready
+                count = part.shape[0]
+                self._feed(state, part)
+                if state.tile.y0 == 0:
+                    values["drift"] = drift
+        values.update(self._maps(state))
+        return Partial(first, count, values)
 
     def _maps(self, state: _TileState) -> dict[str, np.ndarray]:
         """Fit every pixel of the tile; maps back at full resolution (binned values repeated)."""

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from emlive.analyzers.drift import DriftTracker, bright_feature_window, undo_shift
+from emlive.analyzers.drift import DriftSmoother, DriftTracker, bright_feature_window, smooth_drift, undo_shift
 
 
 def _series(shifts: np.ndarray, rng) -> np.ndarray:
@@ -17,13 +17,13 @@ def _series(shifts: np.ndarray, rng) -> np.ndarray:
     return frames + rng.normal(0, 2, frames.shape).astype(np.float32)
 
 
-@pytest.mark.parametrize("rereference_every", [0, 7])
-def test_known_translations_are_recovered(rereference_every):
+@pytest.mark.parametrize(("rereference_every", "overlap"), [(0, 0), (7, 0), (7, 3)])
+def test_known_translations_are_recovered(rereference_every, overlap):
     rng = np.random.default_rng(0)
     t = np.linspace(0, 1, 40)
     shifts = np.stack([1.7 * t + 0.3 * np.sin(6 * t), -2.4 * t], axis=1)
     shifts -= shifts[0]
-    tracker = DriftTracker(rereference_every=rereference_every, upsample=100)
+    tracker = DriftTracker(rereference_every=rereference_every, overlap=overlap, upsample=100)
     est = np.concatenate([tracker.update(chunk) for chunk in np.array_split(_series(shifts, rng), 3)])
     np.testing.assert_allclose(est, shifts, atol=0.03)
     assert tracker.n_frames == 40
@@ -38,9 +38,32 @@ def test_window_is_on_the_bright_feature_and_undo_shift_inverts():
     np.testing.assert_allclose(back[8:40, 8:40], frames[0][8:40, 8:40], atol=15)  # noise 2, linear interpolation
 
 
+def test_smoothing_keeps_a_linear_trend_and_averages_noise():
+    rng = np.random.default_rng(2)
+    t = np.arange(300.0)
+    trend = np.stack([0.01 * t - 0.5, -0.003 * t], axis=1)
+    np.testing.assert_allclose(smooth_drift(trend, 10), trend, atol=1e-12)  # ends included: no lag
+    noisy = trend + rng.normal(0, 0.05, trend.shape)
+    err = smooth_drift(noisy, 10) - trend
+    assert np.sqrt(np.mean(err[10:-10] ** 2)) < 0.05 / np.sqrt(21) * 1.3  # a 21-frame mean inside the series
+
+
+@pytest.mark.parametrize("pieces", [1, 4, 13])
+def test_streaming_smoother_equals_the_batch_smoothing(pieces):
+    rng = np.random.default_rng(3)
+    raw = np.cumsum(rng.normal(0, 0.05, (157, 2)), axis=0)
+    sm = DriftSmoother(12)
+    out = np.concatenate([sm.push(p) for p in np.array_split(raw, pieces)] + [sm.flush()])
+    np.testing.assert_allclose(out, smooth_drift(raw, 12), atol=1e-9)
+
+
 def test_bad_input():
     with pytest.raises(ValueError):
         DriftTracker(upsample=0)
+    with pytest.raises(ValueError, match="overlap"):
+        DriftTracker(rereference_every=10, overlap=10)
+    with pytest.raises(ValueError):
+        DriftSmoother(-1)
     with pytest.raises(ValueError):
         DriftTracker().update(np.zeros((4, 4)))
     with pytest.raises(ValueError):

@@ -86,7 +86,7 @@ def test_drift_is_recovered_and_correcting_it_helps():
     truth = sim.ground_truth()
     on = run_ecm(sim, {"drift": {"upsample": 50}}, tiles=1)
     err = on["drift"] - (truth["drift"] - truth["drift"][0])
-    assert np.sqrt(np.mean(err ** 2, axis=0)).max() <= 0.1  # rms over the series, per axis
+    assert np.abs(err).max() <= 0.1  # every frame, both axes
     off = run_ecm(sim, {"drift": {"enabled": False}}, tiles=1)
     _, rel_on, _ = tau_errors(sim, on)
     sel_off, rel_off, _ = tau_errors(sim, off)
