@@ -10,7 +10,10 @@ are merged, over the tilts acquired so far:
     element maps ─► constant total per tilt (shadowing, seed 3.2.1) ─► optional Gaussian σ 0.8
     sinograms (tilt, slice along the axis, x) ─► HEBT (or SIRT) on the acquired tilts,
         warm-started from the previous tilt's volume (:mod:`.tomography`)
-    volumes ─► weight fractions (EDS-only: X_A/f_A; HEBT: r_A X_A / z_A; :mod:`.xray_physics`)
+    volumes ─► weight fractions (EDS-only: X_A/f_A; HEBT: r_A X_A / z_A; :mod:`.xray_physics`),
+        inside the particle threshold of the edge-spread fit (``threshold = "esf"``)
+    weight fractions ─► SSIM and MSE per element against a reference (``reference``: an
+        ``.npz`` of ``wt_<El>`` volumes, e.g. the simulator's truth), per number of tilts
 
 The end of the run re-runs the reconstruction with ``final_iterations`` from the last
 live volume. The scan is ``(n_tilt, ny, nx)`` with the tilt axis along y (the
@@ -31,7 +34,8 @@ from .alignment import apply_shifts, tilt_shifts
 from .base import Analyzer, FrameChunk, Partial, ResultBuffers, ResultSpec, RunInfo
 from .eds_lines import LineWindows, normalise_tilt_series
 from .tomography import ParallelProjector, gaussian_filter_sinogram, hebt, response_ratios, sirt
-from .xray_physics import haadf_z, sensitivity_f
+from .tomography import mse, ssim
+from .xray_physics import esf_threshold, haadf_z, sensitivity_f
 
 __all__ = ["EdsTomography", "EdsConfig"]
 
@@ -53,6 +57,8 @@ class EdsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     alpha: float = 0.6                    # HEBT balance: 0 = EDS only, 1 = HAADF only
     live_iterations: int = 20
     final_iterations: int = 100
+    threshold: Literal["esf", "none"] = "esf"   # particle voxels for the weight fractions (seed 2.1)
+    reference: str | None = None          # .npz of wt_<El> volumes (z, y, x): SSIM and MSE against it
 
     def __post_init__(self) -> None:
         if not self.lines:
@@ -113,7 +119,16 @@ class EdsTomography(Analyzer):
                                           "HAADF ≈ Σ r_A · EDS_A (non-negative regression)"),
             "tilts_reconstructed": ResultSpec("scalar", (1,), "float64", (), "", "custom",
                                               "tilts in the current reconstruction"),
+            "particle_threshold": ResultSpec("scalar", (1,), "float64", (), "", "custom",
+                                             "threshold on Σ_A X_A/f_A inside which weight fractions are given"),
         }
+        if self.config.reference is not None:
+            for metric, what in (("ssim", "SSIM"), ("mse", "MSE")):
+                specs[f"{metric}_wt"] = ResultSpec(
+                    "curve", (nt, ne), "float64", ("tilts", "line"), "", "custom",
+                    f"{what} of each weight-fraction volume against the reference (SSIM: mean over the (z, x) "
+                    f"slices), by number of tilts "
+                    f"reconstructed (row k: k + 1 tilts; the last row: the final reconstruction)")
         for name, el in zip(self.names, self.elements):
             specs[f"sinogram_{name}"] = ResultSpec("stack", (nt, ny, nx), "float32", ("tilt", "slice", "x"),
                                                    "counts", "custom", f"aligned {name} sinograms")
@@ -125,6 +140,23 @@ class EdsTomography(Analyzer):
 
     def initialize(self, store: ResultBuffers) -> None:
         store["tilts_reconstructed"][0] = 0
+        store["particle_threshold"][0] = np.nan
+        self._reference = self._load_reference() if self.config.reference is not None else None
+
+    def _load_reference(self) -> dict[str, np.ndarray]:
+        """The reference weight-fraction volumes, checked against the reconstruction's shape (host only)."""
+        path = self.config.reference
+        try:
+            with np.load(path) as f:
+                ref = {el: np.asarray(f[f"wt_{el}"], dtype=float) for el in self.elements}
+        except (OSError, KeyError) as exc:
+            raise ValueError(f"eds reference {path!r} must be an .npz with "
+                             f"{', '.join('wt_' + el for el in self.elements)}: {exc}") from None
+        shape = (self.nx, self.ny, self.nx)
+        for el, v in ref.items():
+            if v.shape != shape:
+                raise ValueError(f"eds reference wt_{el} has shape {v.shape}, the volume is {shape} (z, y, x)")
+        return ref
 
     # ------------------------------------------------------------------ per chunk (workers)
     def process(self, chunk: FrameChunk) -> Partial:
@@ -190,14 +222,25 @@ class EdsTomography(Analyzer):
         self._volume = vol
         for name, v in zip(self.names, vol):
             store[f"volume_{name}"][:] = v
-        scaled = vol * weights.reshape(-1, 1, 1, 1)
+        scaled = np.clip(vol, 0, None) * weights.reshape(-1, 1, 1, 1)
         total = scaled.sum(axis=0)
+        threshold = 0.0
+        if cfg.threshold == "esf" and total.max() > 0:
+            threshold = esf_threshold(total)[0]
+        store["particle_threshold"][0] = threshold
         with np.errstate(invalid="ignore", divide="ignore"):
-            fractions = np.where(total > 0, scaled / total, np.nan)
+            fractions = np.where(total > threshold, scaled / total, np.nan)
         # weight fractions need atomic weights only if the factors are per mole: sensitivity_f and haadf_z
         # already divide by M, so X/f is proportional to mass
         for el, frac in zip(self.elements, fractions):
             store[f"wt_{el}"][:] = frac
+        if self._reference is not None:
+            row = tilts.size - 1  # the final reconstruction overwrites the live one of all tilts
+            for e, (el, frac) in enumerate(zip(self.elements, fractions)):
+                got, ref = np.nan_to_num(frac, nan=0.0), self._reference[el]   # outside the particle: 0
+                store["ssim_wt"][row, e] = np.mean([ssim(got[:, j], ref[:, j], data_range=1.0)  # per (z, x) slice
+                                                      for j in range(self.ny)])
+                store["mse_wt"][row, e] = mse(got, ref)                        # fractions: no scaling (seed)
         store["tilts_reconstructed"][0] = tilts.size
         store.version += 1
         self.timings[f"tilts={tilts.size}"] = time.perf_counter() - t0

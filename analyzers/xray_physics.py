@@ -46,6 +46,7 @@ missing ones come from the library).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -402,16 +403,19 @@ def quantify(maps: Mapping[str, np.ndarray], factors: Mapping[str, float],
         return {el: np.where(bad, np.nan, s / np.where(bad, 1.0, total)) for el, s in scaled.items()}
 
 
-def esf_threshold(total: np.ndarray, n_thresholds: int = 128) -> tuple[float, dict[str, np.ndarray]]:
-    """Particle threshold from the edge-spread fit of volume against threshold (seed 2.1, Collins 2019).
+def esf_threshold(total: np.ndarray, n_thresholds: int = 256) -> tuple[float, dict[str, np.ndarray]]:
+    """Particle threshold where the fitted volume changes least with the threshold (seed 2.1, Collins 2019).
 
-    The volume ``V(t)`` (number of pixels above ``t``) of a blurred particle on a noisy
-    background falls as a smoothed step from the whole object-plus-noise volume to zero.
-    Fitting ``V(t) = a + (b / 2) erfc((t - t0) / (sqrt(2) s))`` and reading off the threshold where
-    the fitted volume changes least, between the noise drop and the object edge, is unstable
-    for a pure erf (its gradient is smallest at the ends), so we fit the erf to the upper edge
-    and return ``t0 - 2 s``: the start of the object's edge, i.e. the flattest part of the
-    plateau below it.
+    The volume ``V(t)`` (number of voxels above ``t``) of a particle on a noisy
+    background falls in two smoothed steps: at low ``t`` the background noise drops
+    out, at high ``t`` the object itself. We fit the sum of two edge-spread functions,
+
+        V(t) = (a/2) erfc((t − t₁)/(√2 s₁)) + (b/2) erfc((t − t₂)/(√2 s₂)),
+
+    and return the threshold between t₁ and t₂ where |dV/dt| of the fit is smallest
+    (the seed's rule). The plateau between the steps is where the particle's
+    outline is least sensitive to the choice, so the boundary voxels of a sharp
+    reconstruction stay in and the noise stays out.
 
     Parameters
     ----------
@@ -424,27 +428,35 @@ def esf_threshold(total: np.ndarray, n_thresholds: int = 128) -> tuple[float, di
     -------
     threshold : float
     details : dict
-        ``thresholds``, ``volumes``, ``fit`` (a, b, t0, s).
+        ``thresholds``, ``volumes``, ``fit`` (a, t₁, s₁, b, t₂, s₂).
     """
     t = np.asarray(total, dtype=float).ravel()
     t = t[np.isfinite(t)]
     if t.size == 0 or not (t.max() > 0):
         raise ValueError("total has no positive finite values")
-    grid = np.linspace(0.0, t.max(), int(n_thresholds))
-    s_sorted = np.sort(t)
-    vol = (t.size - np.searchsorted(s_sorted, grid, side="right")).astype(float)
+    top = float(t.max())
+    grid = np.linspace(0.0, top, int(n_thresholds))
+    vol = (t.size - np.searchsorted(np.sort(t), grid, side="right")).astype(float)
 
-    def esf(x, a, b, t0, s):
-        return a + 0.5 * b * special.erfc((x - t0) / (math.sqrt(2.0) * abs(s)))
+    def esf(x, a, t1, s1, b, t2, s2):
+        return 0.5 * (a * special.erfc((x - t1) / (math.sqrt(2.0) * abs(s1)))
+                      + b * special.erfc((x - t2) / (math.sqrt(2.0) * abs(s2))))
 
-    # Fit the object's edge: thresholds above the median of the positive values.
-    pos = t[t > 0]
-    start = np.searchsorted(grid, np.median(pos) * 0.5) if pos.size else 0
-    x, y = grid[start:], vol[start:]
-    p0 = (0.0, float(y[0]), float(np.percentile(pos, 75)), float(t.max() / 10))
+    n_obj = float((t > 0.5 * np.percentile(t, 99)).sum())            # voxels clearly inside the object
+    p0 = (max(vol[1] - n_obj, 1.0), 0.05 * top, 0.05 * top, n_obj, 0.8 * float(np.percentile(t[t > 0], 90)),
+          0.1 * top)
     try:
-        popt, _ = optimize.curve_fit(esf, x, y, p0=p0, maxfev=5000)
+        with warnings.catch_warnings():   # an inestimable covariance is no concern here: only the fit is used
+            warnings.simplefilter("ignore", optimize.OptimizeWarning)
+            popt, _ = optimize.curve_fit(esf, grid[1:], vol[1:], p0=p0, maxfev=20000)
     except RuntimeError:
-        popt = np.array(p0)
-    threshold = float(max(popt[2] - 2.0 * abs(popt[3]), 0.0))
+        popt = np.asarray(p0)
+    lo, hi = sorted((float(popt[1]), float(popt[4])))
+    lo, hi = max(lo, 0.0), min(hi, top)
+    if not hi > lo:                                                   # one step only: its foot
+        return float(max(min(popt[1], popt[4]) - 2 * abs(popt[2]), 0.0)), \
+            {"thresholds": grid, "volumes": vol, "fit": np.asarray(popt)}
+    fine = np.linspace(lo, hi, 2048)
+    slope = np.abs(np.gradient(esf(fine, *popt), fine))
+    threshold = float(fine[int(np.argmin(slope))])
     return threshold, {"thresholds": grid, "volumes": vol, "fit": np.asarray(popt)}

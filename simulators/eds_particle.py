@@ -300,6 +300,34 @@ class EDSParticle:
             "haadf_weights_nm2": self.haadf_weights_nm2.copy(), "atomic_weight": self.atomic_weight.copy(),
         }
 
+    def weight_fractions(self, scan_grid: bool = True) -> dict[str, np.ndarray]:
+        """True weight fraction of each element per voxel, 0 outside the particle.
+
+        ``scan_grid=True``: the voxels a tilt-series reconstruction has, ``(nx, ny, nx)`` in
+        (z, y, x) for a ``scan_shape`` of (ny, nx) (the scan's rows and columns are centred
+        voxel rows when the pixel equals the voxel); otherwise the whole ``(n, n, n)`` grid.
+        """
+        truth = self.ground_truth()
+        n_ag, n_au = truth["n_Ag"], truth["n_Au"]
+        if scan_grid:
+            ny, nx = self.scan_shape
+            n = self.shape
+            if not math.isclose(self.pixel_nm, self.voxel_nm) or (n - ny) % 2 or (n - nx) % 2 or ny > n or nx > n:
+                raise ValueError(f"the scan grid {self.scan_shape} at {self.pixel_nm} nm is not a centred subset of "
+                                 f"the {n}³ voxels of {self.voxel_nm} nm")
+            y0, x0 = (n - ny) // 2, (n - nx) // 2
+            cut = (slice(x0, x0 + nx), slice(y0, y0 + ny), slice(x0, x0 + nx))
+            n_ag, n_au = n_ag[cut], n_au[cut]
+        mass = np.stack([n_ag, n_au]) * self.atomic_weight.reshape(-1, 1, 1, 1)
+        total = mass.sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            wt = np.where(total > 0, mass / np.where(total > 0, total, 1.0), 0.0)
+        return {"Ag": wt[0], "Au": wt[1]}
+
+    def save_reference(self, path) -> None:
+        """Write :meth:`weight_fractions` as an ``.npz`` (``wt_Ag``, ``wt_Au``): the ``eds`` analyzer's ``reference``."""
+        np.savez(path, **{f"wt_{el}": v for el, v in self.weight_fractions().items()})
+
     def _tilt(self, tilt_index: int) -> int:
         n_t = self.tilt_angles_deg.size
         if not isinstance(tilt_index, (int, np.integer)) or not 0 <= tilt_index < n_t:

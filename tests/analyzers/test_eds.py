@@ -56,10 +56,18 @@ def _core_shell_means(sim, frac):
     return np.nanmean(mid[core]), np.nanmean(mid[shell])
 
 
+@pytest.fixture(scope="module")
+def reference(phantom_2d, tmp_path_factory):
+    """The phantom's true weight fractions on the reconstruction's voxels, as the analyzer reads them."""
+    path = tmp_path_factory.mktemp("eds") / "truth.npz"
+    phantom_2d.save_reference(path)
+    return path
+
+
 @pytest.fixture(scope="module", params=["hebt", "sirt"])
-def reconstructed(request, phantom_2d):
+def reconstructed(request, phantom_2d, reference):
     params = {"method": request.param, "physics": "seed-table-2", "live_iterations": 5, "final_iterations": 60,
-              "align": False}
+              "align": False, "reference": str(reference)}
     return request.param, *run_eds(phantom_2d, params)
 
 
@@ -84,6 +92,37 @@ def test_sinograms_and_response_ratios(phantom_2d, reconstructed):
         assert np.abs(got.mean() - expected.mean()) / expected.mean() < 0.02
     if method == "hebt":
         assert np.all(store["response_ratios"] > 0)
+
+
+def test_ssim_and_mse_against_the_simulators_truth(phantom_2d, reconstructed):
+    from skimage.metrics import structural_similarity
+
+    method, store, _ = reconstructed
+    truth = phantom_2d.weight_fractions()
+    for e, el in enumerate(("Ag", "Au")):
+        got = np.nan_to_num(store[f"wt_{el}"], nan=0.0)
+        ref = truth[el]
+        expected = np.mean([structural_similarity(got[:, j], ref[:, j], data_range=1.0) for j in range(ref.shape[1])])
+        assert store["ssim_wt"][-1, e] == pytest.approx(expected, rel=1e-6)  # the stored maps are float32
+        assert store["mse_wt"][-1, e] == pytest.approx(np.mean((got - ref) ** 2), rel=1e-5)
+        assert store["ssim_wt"][-1, e] > 0.9 and store["mse_wt"][-1, e] < 0.01
+        # one row per number of tilts: more tilts, a better volume (two tilts are a poor start)
+        assert store["ssim_wt"][-1, e] > store["ssim_wt"][1, e] + 0.2
+    assert np.isnan(store["ssim_wt"][0]).all()  # no reconstruction from one tilt
+    assert 0 < store["particle_threshold"][0] < np.inf
+
+
+def test_a_bad_reference_is_refused(phantom_2d, tmp_path):
+    src = EDSSpectrumSource(phantom_2d)
+    plan = {"tomo": {"angles": ANGLES.tolist()}, **src.metadata()}
+    run = RunInfo("eds", src.frame_shape, "uint16", (ANGLES.size, *phantom_2d.scan_shape), plan=plan)
+    np.savez(tmp_path / "small.npz", wt_Ag=np.zeros((5, 5, 5)), wt_Au=np.zeros((5, 5, 5)))
+    np.savez(tmp_path / "no_au.npz", wt_Ag=np.zeros((97, 3, 97)))
+    for name, match in (("small.npz", "shape"), ("no_au.npz", "wt_Au"), ("missing.npz", "npz")):
+        an = EdsTomography(reference=str(tmp_path / name))
+        store = ResultBuffers(run, an.results(run))
+        with pytest.raises(ValueError, match=match):
+            an.initialize(store)
 
 
 def test_bad_runs_are_refused():

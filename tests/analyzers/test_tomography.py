@@ -257,6 +257,42 @@ def test_hebt_ag_map_beats_eds_only_for_alpha_above_0_6(seed_2d):
         assert ssim(x[0], truth[0]) > best_eds + 0.01, alpha
 
 
+def _quantified(x, factors):
+    """Weight fractions inside the ESF particle threshold of Σ X/f, the seed's quantification."""
+    from emlive.analyzers.xray_physics import esf_threshold
+
+    total = (np.clip(x, 0, None) / factors.reshape(-1, 1, 1)).sum(axis=0)
+    thr = esf_threshold(total)[0]
+    return quantify(x, factors=factors, threshold=thr), total > thr
+
+
+@pytest.mark.parametrize("method", ["sirt-50", "sirt-200", "hebt-0.8"])
+def test_esf_threshold_finds_the_particle_of_a_noisy_reconstruction(seed_2d, method):
+    proj, eds, sim = seed_2d["proj"], seed_2d["eds"], seed_2d["sim"]
+    if method.startswith("sirt"):
+        x = np.stack([sirt(proj, e, n_iter=int(method.split("-")[1])) for e in eds])
+    else:
+        x = hebt(proj, eds, seed_2d["haadf"], response_ratios(seed_2d["haadf"], eds), 0.8, n_iter=200)
+    _, inside = _quantified(x, 1 / sim.atomic_weight)
+    particle = seed_2d["truth"].sum(axis=0) > 0
+    wrong = (inside != particle).sum()
+    assert wrong < 0.08 * particle.sum()  # the pixelised outline: partial boundary pixels
+
+
+@pytest.mark.xfail(strict=True, reason="issue 7: HEBT's quantified Ag map is as good as EDS-only's (SSIM 0.945 vs "
+                                       "0.946 here), not better as in the seed's Fig. 13")
+def test_hebt_quantified_ag_map_beats_eds_only(seed_2d):
+    proj, eds, sim = seed_2d["proj"], seed_2d["eds"], seed_2d["sim"]
+    factors = 1 / sim.atomic_weight
+    wt_true = quantify(seed_2d["truth"], factors=factors)
+    best_eds = max(ssim(_quantified(np.stack([sirt(proj, e, n_iter=n) for e in eds]), factors)[0][0], wt_true[0])
+                   for n in (20, 50, 100, 200))
+    r = response_ratios(seed_2d["haadf"], eds)
+    for alpha in (0.6, 0.8):
+        wt = _quantified(hebt(proj, eds, seed_2d["haadf"], r, alpha, n_iter=200), factors)[0]
+        assert ssim(wt[0], wt_true[0]) > best_eds + 0.01, alpha
+
+
 def test_quantify_recovers_the_phantoms_weight_fractions(seed_2d):
     sim, truth = seed_2d["sim"], seed_2d["truth"]
     wt = quantify(truth, factors=1 / sim.atomic_weight)
