@@ -59,12 +59,17 @@ V(k) (their annular-variance map value is still written). V ∝ 1/t at first ord
 so compare only same-thickness bins.
 
 Cost: one pass per frame, numba, no temporaries of frame size: the frame is cut
-into bands of rows that stay in L1; per band, the ring sums of I and I² gather the
-band's ring pixels (sorted by ring, so a ring's sums stay in registers) and the
-per-pixel sums run over its rows in natural order (vectorised). Frames of one
-thickness bin go four at a time, so one index load and one update of the per-pixel
-sums serve four frames. Per-pixel results (VImage, the variance image) are rebuilt
-every ``live_every`` merged frames and at the end.
+into bands of rows; per band, the ring sums of I and I² gather the band's ring
+pixels (sorted by ring, so a ring's sums stay in registers) and the per-pixel sums
+run over its rows in natural order (vectorised). Frames of one thickness bin go
+four at a time. For uint8/uint16 frames a vectorised pass first packs the four
+frames' band two frames per 64-bit word (I, and I² in a second word, 32-bit lanes)
+while it adds the per-pixel sums, so the gather does one load and one add per
+word for two frames and no multiply; a lane sum that could pass 2³² (the longest
+segment × the band's largest value² ≥ 2³²) splits the I² words into 64-bit sums
+instead, so the sums stay exact. Other dtypes gather the four frames directly.
+Per-pixel results (VImage, the variance image) are rebuilt every ``live_every``
+merged frames and at the end.
 """
 
 from __future__ import annotations
@@ -182,13 +187,16 @@ def parse_fem_config(params: dict[str, Any] | None) -> FemConfig:
 
 
 # ------------------------------------------------------------------ kernels
-# The frame is cut into bands of rows small enough that four frames' bands stay in L1. Per band: the ring
+# The frame is cut into bands of rows small enough that four frames' bands stay in L1/L2. Per band: the ring
 # sums gather the band's good ring pixels in (ring, raveled index) order, so a ring's sum stays in registers,
 # then the per-pixel sums run over the band's rows in natural order (contiguous, vectorised). Frames of one
 # accumulation slot go four at a time: one index load and one read-modify-write of the per-pixel sums serve
 # four frames. Indices are unsigned (numba then drops its negative-index wrap-around code). Sums are exact
 # integers for uint8/uint16 frames (uint32 ΣI, uint64 ΣI²) and float64 shifted by the chunk's first frame
-# otherwise (stable).
+# otherwise (stable). uint8/uint16 blocks of four take the packed path (_pack4 + _rings4): the gather's cost was
+# the per-frame load + multiply of scalar code, packing two frames per word halves the loads and moves the
+# squares into the vectorised pass. (Transposing blocks of 16-64 frames to pixel-major was slower in numba: the
+# transpose of 16-bit values stays scalar and cost more than the gather it saves.)
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
 def _band4(flat, f0, f1, f2, f3, seg_pix, seg_start, seg_ring, s_lo, s_hi, row_lo, row_hi, r_lo, r_hi, ref, zero,
            rs1, rs2, s1, s2, acc):  # pragma: no cover - numba
@@ -260,10 +268,78 @@ def _band1(flat, f, seg_pix, seg_start, seg_ring, s_lo, s_hi, row_lo, row_hi, r_
                 s2[i] += d * d
 
 
+_LO32, _SH32 = np.uint64(0xFFFFFFFF), np.uint64(32)
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
+def _pack4(flat, f0, f1, f2, f3, row_lo, row_hi, r_lo, r_hi, off, w, s1, s2, acc):  # pragma: no cover - numba
+    """Pack four uint8/uint16 frames' band as two frames per uint64 (32-bit lanes): I and I², per-pixel sums too.
+
+    Contiguous and vectorised; returns the OR of every value (≥ the band's maximum) for the overflow check.
+    """
+    g0, g1, g2, g3 = flat[f0], flat[f1], flat[f2], flat[f3]
+    w0, w1, w2, w3 = w[0], w[1], w[2], w[3]
+    top = np.uint64(0)
+    for r in range(r_lo, r_hi):
+        for i in range(row_lo[r], row_hi[r]):
+            x0, x1, x2, x3 = np.uint64(g0[i]), np.uint64(g1[i]), np.uint64(g2[i]), np.uint64(g3[i])
+            q0, q1, q2, q3 = x0 * x0, x1 * x1, x2 * x2, x3 * x3
+            u = i - off
+            w0[u] = x0 | (x1 << _SH32)
+            w1[u] = q0 | (q1 << _SH32)
+            w2[u] = x2 | (x3 << _SH32)
+            w3[u] = q2 | (q3 << _SH32)
+            top |= (x0 | x1) | (x2 | x3)
+            if acc:
+                s1[i] += np.uint32((x0 + x1) + (x2 + x3))
+                s2[i] += (q0 + q1) + (q2 + q3)
+    return top
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
+def _rings4(f0, f1, f2, f3, seg_pix, seg_start, seg_ring, s_lo, s_hi, off, w, lanes, rs1, rs2):  # pragma: no cover
+    """Ring sums of four packed frames: one add per word serves two frames, no multiply in the gather.
+
+    ``lanes``: every segment's Σ of a 32-bit lane fits (else the I² words are split into 64-bit sums).
+    """
+    w0, w1, w2, w3 = w[0], w[1], w[2], w[3]
+    for s in range(s_lo, s_hi):
+        a01 = a23 = b01 = b23 = np.uint64(0)
+        q0 = q1 = q2 = q3 = np.uint64(0)
+        if lanes:
+            for j in range(seg_start[s], seg_start[s + 1]):
+                u = seg_pix[j] - off
+                a01 += w0[u]
+                b01 += w1[u]
+                a23 += w2[u]
+                b23 += w3[u]
+            q0, q1, q2, q3 = b01 & _LO32, b01 >> _SH32, b23 & _LO32, b23 >> _SH32
+        else:
+            for j in range(seg_start[s], seg_start[s + 1]):
+                u = seg_pix[j] - off
+                a01 += w0[u]
+                a23 += w2[u]
+                c01, c23 = w1[u], w3[u]
+                q0 += c01 & _LO32
+                q1 += c01 >> _SH32
+                q2 += c23 & _LO32
+                q3 += c23 >> _SH32
+        k = seg_ring[s]
+        rs1[f0, k] += np.int64(a01 & _LO32)
+        rs1[f1, k] += np.int64(a01 >> _SH32)
+        rs1[f2, k] += np.int64(a23 & _LO32)
+        rs1[f3, k] += np.int64(a23 >> _SH32)
+        rs2[f0, k] += np.int64(q0)
+        rs2[f1, k] += np.int64(q1)
+        rs2[f2, k] += np.int64(q2)
+        rs2[f3, k] += np.int64(q3)
+
+
 @numba.njit(cache=True, nogil=True)
-def _fem_pass(flat, seg_pix, seg_start, seg_ring, band_seg, band_row, row_lo, row_hi, slot, order, ref, zero,
-              rs1, rs2, s1, s2):  # pragma: no cover - numba
+def _fem_pass(flat, seg_pix, seg_start, seg_ring, band_seg, band_row, band_off, seg_max, row_lo, row_hi, slot, order,
+              ref, zero, w, rs1, rs2, s1, s2):  # pragma: no cover - numba
     n = order.size
+    packed = ref is None
     i = 0
     while i < n:  # ``order`` groups the frames by slot; runs of one slot go four at a time
         b = slot[order[i]]
@@ -273,7 +349,14 @@ def _fem_pass(flat, seg_pix, seg_start, seg_ring, band_seg, band_row, row_lo, ro
         acc = b >= 0
         bb = b if acc else 0
         for t in range(band_seg.size - 1):
-            if m == 4:
+            if m == 4 and packed:
+                f0, f1, f2, f3 = order[i], order[i + 1], order[i + 2], order[i + 3]
+                top = np.float64(_pack4(flat, f0, f1, f2, f3, row_lo, row_hi, band_row[t], band_row[t + 1],
+                                        band_off[t], w, s1[bb], s2[bb], acc))
+                lanes = seg_max * top * top < 2.0 ** 32
+                _rings4(f0, f1, f2, f3, seg_pix, seg_start, seg_ring, band_seg[t], band_seg[t + 1], band_off[t], w,
+                        lanes, rs1, rs2)
+            elif m == 4:
                 _band4(flat, order[i], order[i + 1], order[i + 2], order[i + 3], seg_pix, seg_start, seg_ring,
                        band_seg[t], band_seg[t + 1], row_lo, row_hi, band_row[t], band_row[t + 1], ref, zero,
                        rs1, rs2, s1[bb], s2[bb], acc)
@@ -313,6 +396,9 @@ class RingLayout:
         n_bands = -(-ny // self.band_rows)
         self.band_seg = np.searchsorted(bd[new], np.arange(n_bands + 1)).astype(np.uint64)
         self.band_row = np.minimum(np.arange(n_bands + 1) * self.band_rows, ny).astype(np.uint64)
+        self.band_off = (self.band_row * np.uint64(nx)).astype(np.uint64)    # first raveled pixel of each band
+        self.band_pixels = self.band_rows * nx
+        self.seg_max = float(np.diff(self.seg_start).max(initial=0))          # longest (band, ring) segment
         rows = sel // nx                                       # per row, the span of its ring pixels
         lo = np.full(ny, 0, dtype=np.int64)
         hi = np.full(ny, 0, dtype=np.int64)
@@ -366,8 +452,10 @@ def fem_sums(frames: np.ndarray, layout: RingLayout, pix: np.ndarray, slot: np.n
     rs1, rs2 = np.zeros((n, nk), dtype=type(zero)), np.zeros((n, nk), dtype=type(zero))
     s1, s2 = _scratch(ns, npix, acc1, acc2)
     order = np.argsort(slot, kind="stable").astype(np.int64)
+    w = np.empty((4, layout.band_pixels if ref is None else 0), dtype=np.uint64)   # packed band, 2 frames per word
     _fem_pass(flat, layout.seg_pix, layout.seg_start, layout.seg_ring, layout.band_seg, layout.band_row,
-              layout.row_lo, layout.row_hi, slot, order, ref, zero, rs1, rs2, s1, s2)
+              layout.band_off, layout.seg_max, layout.row_lo, layout.row_hi, slot, order, ref, zero, w, rs1, rs2,
+              s1, s2)
     pix = np.ascontiguousarray(pix, dtype=np.int64)
     p1, p2 = np.empty((n_slots, pix.size), dtype=acc1), np.empty((n_slots, pix.size), dtype=acc2)
     _take_and_clear(s1, s2, pix, layout.row_lo, layout.row_hi, p1, p2)

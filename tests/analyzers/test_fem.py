@@ -328,3 +328,62 @@ def test_merging_power_sums_equals_the_two_pass_moments(kind):
     assert n == x.shape[0]
     assert np.allclose(mean, x.mean(axis=0), rtol=1e-15)
     assert np.allclose(m2 / (n - 1), np.var(x.astype(np.float64), axis=0, ddof=1), rtol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.int32])
+@pytest.mark.parametrize("n", [1, 7, 29])
+def test_fem_sums_equal_a_numpy_reference_for_odd_shapes_chunks_and_interleaved_slots(dtype, n):
+    """37×53 frames, chunk sizes off the 4-frame blocks, three slots interleaved with −1: ring and pixel sums as numpy.
+
+    uint8/uint16 take the packed path (two frames per 64-bit word) and must equal exact integer sums; large
+    uint16 values exercise its overflow fallback (64-bit I² sums); float32/int32 take the float path.
+    """
+    from emlive.analyzers.fem import RingLayout, fem_sums
+    rng = np.random.default_rng(9)
+    shape, nk = (37, 53), 9
+    r = radius(shape).reshape(-1)
+    ring = np.where((r >= 1.0) & (r < 19.0), np.floor((r - 1.0) / 2.0), -1).astype(np.int64)
+    ring[[100, 101, 777]] = -1
+    pix = rng.permutation(np.flatnonzero(ring >= 0))
+    hi = {np.uint8: 256, np.uint16: 65536, np.float32: 1000, np.int32: 2 ** 20}[dtype]
+    lo = -hi if dtype == np.int32 else 0
+    frames = rng.integers(lo, hi, size=(n, *shape)).astype(dtype)
+    if dtype == np.float32:
+        frames += rng.random(frames.shape, dtype=np.float32)
+    slot = np.array([(-1, 0, 2, 1, 0, 0)[i % 6] for i in range(n)], dtype=np.int64)
+    flat = frames.reshape(n, -1).astype(np.float64)
+    sel = ring >= 0
+    exact = dtype in (np.uint8, np.uint16)
+    for rows in (None, 3):
+        rs1, rs2, counts, s1, s2, ref = fem_sums(frames, RingLayout(ring, shape, nk, rows), pix, slot, 3)
+        assert (ref is None) == exact
+        e1 = np.array([np.bincount(ring[sel], flat[f, sel], nk) for f in range(n)]).reshape(n, nk)
+        e2 = np.array([np.bincount(ring[sel], flat[f, sel] ** 2, nk) for f in range(n)]).reshape(n, nk)
+        shift = np.zeros(pix.size) if ref is None else ref
+        if exact:   # integers below 2**53: the float64 reference is exact
+            assert np.array_equal(rs1, e1.astype(np.int64)) and np.array_equal(rs2, e2.astype(np.int64))
+        else:
+            assert np.allclose(rs1, e1, rtol=1e-12) and np.allclose(rs2, e2, rtol=1e-12)
+        assert counts.tolist() == [int(np.sum(slot == b)) for b in range(3)]
+        for b in range(3):
+            d = flat[slot == b][:, pix] - shift
+            if exact:
+                assert np.array_equal(s1[b].astype(np.int64), d.sum(axis=0).astype(np.int64))
+                assert np.array_equal(s2[b].astype(np.int64), (d * d).sum(axis=0).astype(np.int64))
+            else:
+                assert np.allclose(s1[b], d.sum(axis=0), rtol=1e-12, atol=1e-9)
+                assert np.allclose(s2[b], (d * d).sum(axis=0), rtol=1e-12, atol=1e-9)
+
+
+def test_packed_ring_sums_take_the_overflow_fallback_exactly():
+    """A long segment of near-maximal uint16 values: 32-bit lane sums of I² would wrap, the result must not."""
+    from emlive.analyzers.fem import RingLayout, fem_sums
+    shape, n = (8, 300), 8
+    ring = np.zeros(shape[0] * shape[1], dtype=np.int64)          # one ring: segments of whole bands
+    frames = np.full((n, *shape), 65535, dtype=np.uint16)
+    frames[:, 0, 0] = np.arange(n)
+    rs1, rs2, _, s1, s2, ref = fem_sums(frames, RingLayout(ring, shape, 1), np.arange(ring.size), np.zeros(n, int), 1)
+    flat = frames.reshape(n, -1).astype(object)                   # Python integers: an exact reference
+    assert ref is None
+    assert rs1[:, 0].tolist() == [int(sum(f)) for f in flat]
+    assert rs2[:, 0].tolist() == [int(sum(v * v for v in f)) for f in flat]
