@@ -534,16 +534,12 @@ class FemAnalyzer(Analyzer):
             raise ValueError(f"the radial range ({rc.r_min}, {r_max}) px is empty")
         ring, n_rings = ring_index(shape, cal, ring_width=rc.ring_width, r_min=rc.r_min, r_max=r_max)
         ring = np.where(good, ring, -1)
-        sel = np.flatnonzero(ring >= 0)
-        order = np.argsort(ring[sel], kind="stable")  # by ring, then raveled pixel index (cache order)
-        self.pix = sel[order].astype(np.int64)
+        # per-pixel states in raveled order: the worker's gather of its sums then streams through memory
+        self.pix = np.flatnonzero(ring >= 0).astype(np.int64)
         self.ring_of_pix = ring[self.pix].astype(np.int64)
         self.layout = RingLayout(ring, shape, n_rings)
         self.ring_full = ring.astype(np.int64)
-        counts = np.bincount(self.ring_of_pix, minlength=n_rings)
-        self.starts = np.zeros(n_rings + 1, dtype=np.int64)
-        np.cumsum(counts, out=self.starts[1:])
-        self.n_pixels = counts.astype(np.float64)
+        self.n_pixels = np.bincount(self.ring_of_pix, minlength=n_rings).astype(np.float64)
         self.n_rings = int(n_rings)
         self.shape, self.npix = shape, ny * nx
         self.calibration = cal
