@@ -18,7 +18,10 @@ correlated over only a few frames, while real drift is slow. :class:`DriftSmooth
 replaces each raw shift by a local linear fit over ±``half_width`` frames
 (a centred moving average inside the series, unbiased for a linear trend at its
 ends). It needs ``half_width`` frames of look-ahead, so a live consumer holds
-back that many frames and flushes them at the end of the run.
+back that many frames and flushes them at the end of the run. The reference frame
+registers to itself exactly, without the bias the speckle under the window gives
+every other frame's registration, so the origin of the trace is the smoothed value
+at the first frame, not its raw zero.
 
 Convention: ``drift[t] = (dy, dx)`` means the content at x in frame 0 is at x + d in
 frame t (the simulator's convention); :func:`undo_shift` moves it back.
@@ -70,7 +73,7 @@ class DriftTracker:
     """
 
     def __init__(self, window: tuple[slice, slice] | None = None, upsample: int = 50,
-                 rereference_every: int = 500, overlap: int = 200) -> None:
+                 rereference_every: int = 1000, overlap: int = 400) -> None:
         if upsample < 1 or rereference_every < 0 or overlap < 0:
             raise ValueError("upsample must be >= 1, rereference_every and overlap >= 0")
         if rereference_every and overlap >= rereference_every:
@@ -156,13 +159,16 @@ class DriftSmoother:
 
     ``push`` returns the smoothed drift of the oldest frames not yet returned whose
     ``half_width`` later frames have arrived (in order); ``flush`` returns the rest
-    at the end of the series. The result equals :func:`smooth_drift` of the whole series.
+    at the end of the series. The result equals :func:`smooth_drift` of the whole
+    series, minus its first value if ``from_first`` (the trace then starts at 0).
     """
 
-    def __init__(self, half_width: int = 20) -> None:
+    def __init__(self, half_width: int = 20, from_first: bool = True) -> None:
         if half_width < 0:
             raise ValueError("half_width must be >= 0")
         self.half_width = int(half_width)
+        self.from_first = bool(from_first)
+        self._origin: np.ndarray | None = None
         self._raw = np.zeros((0, 2))
         self._start = 0          # series index of self._raw[0]
         self._emitted = 0        # frames returned so far
@@ -182,6 +188,9 @@ class DriftSmoother:
             return np.zeros((0, 2))
         sm = smooth_drift(self._raw, h)  # the kept history starts h before the first frame to emit: whole windows
         out = sm[self._emitted - self._start:upto - self._start]
+        if self._origin is None:
+            self._origin = out[0].copy() if self.from_first else np.zeros(2)
+        out = out - self._origin
         self._emitted = upto
         drop = max(0, self._emitted - h - self._start)       # keep h frames of history before the next one
         self._raw, self._start = self._raw[drop:], self._start + drop

@@ -46,8 +46,8 @@ class DriftConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     enabled: bool = True
     window: tuple[int, int, int, int] | None = None  # (y0, y1, x0, x1); None: around the brightest spot
     upsample: int = 50
-    rereference_every: int = 500    # frames between reference renewals (0: always the first frame)
-    overlap: int = 200              # frames registered to both references at a renewal
+    rereference_every: int = 1000   # frames between reference renewals (0: always the first frame)
+    overlap: int = 400              # frames registered to both references at a renewal
     smooth_frames: int = 25         # ± frames of the local linear fit of the shifts (0: raw shifts, no delay)
 
 

@@ -52,9 +52,11 @@ def test_smoothing_keeps_a_linear_trend_and_averages_noise():
 def test_streaming_smoother_equals_the_batch_smoothing(pieces):
     rng = np.random.default_rng(3)
     raw = np.cumsum(rng.normal(0, 0.05, (157, 2)), axis=0)
-    sm = DriftSmoother(12)
-    out = np.concatenate([sm.push(p) for p in np.array_split(raw, pieces)] + [sm.flush()])
-    np.testing.assert_allclose(out, smooth_drift(raw, 12), atol=1e-9)
+    for from_first in (False, True):
+        sm = DriftSmoother(12, from_first=from_first)
+        out = np.concatenate([sm.push(p) for p in np.array_split(raw, pieces)] + [sm.flush()])
+        batch = smooth_drift(raw, 12)
+        np.testing.assert_allclose(out, batch - batch[0] if from_first else batch, atol=1e-9)
 
 
 def test_bad_input():
