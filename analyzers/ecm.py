@@ -88,6 +88,8 @@ class _TileState:
     pending_first: int = 0                                     # series index of the first pending frame
 
 
+_MARGIN = 4  # rows kept beyond a tile's edges for the shift's interpolation
+
 _MAPS = {"tau": ("s", "KWW relaxation time τ"), "beta": ("", "KWW stretching exponent β"),
          "A": ("", "KWW contrast A"), "fit_r2": ("", "weighted R² of the KWW fit"),
          "reliable": ("", "1 where τ <= T / reliability_factor (the series is long enough), else 0"),
@@ -170,10 +172,6 @@ class EcmAnalyzer(PixelAnalyzer):
                           drift=tracker, binned_shape=bshape, mean_sum=np.zeros(bshape[0] * bshape[1]),
                           smoother=DriftSmoother(d.smooth_frames) if tracker is not None else None)
 
-    def _margin_rows(self, state: _TileState, ny: int) -> tuple[int, int]:
-        """The tile's rows plus a margin, so undoing the shift interpolates the edges from real pixels."""
-        return max(state.tile.y0 - 4, 0), min(state.tile.y1 + 4, ny)
-
     def _drift_corrected(self, state: _TileState, frames: np.ndarray | None
                          ) -> tuple[int, np.ndarray, np.ndarray] | None:
         """Register ``frames`` (None: the end of the series) and return the frames whose smoothed drift is known.
@@ -184,8 +182,9 @@ class EcmAnalyzer(PixelAnalyzer):
         """
         t = state.tile
         assert state.drift is not None and state.smoother is not None
+        y0 = max(t.y0 - _MARGIN, 0)  # the tile's rows plus a margin: undoing the shift interpolates real pixels
         if frames is not None:
-            y0, y1 = self._margin_rows(state, frames.shape[1])
+            y1 = min(t.y1 + _MARGIN, frames.shape[1])
             state.pending.extend(np.array(frames[:, y0:y1, t.x0:t.x1]))  # a copy: the chunk's buffer may be reused
             drift = state.smoother.push(state.drift.update(frames))
         else:
@@ -193,7 +192,6 @@ class EcmAnalyzer(PixelAnalyzer):
         n = drift.shape[0]
         if n == 0:
             return None
-        y0 = max(t.y0 - 4, 0)
         part = np.empty((n, t.y1 - t.y0, t.x1 - t.x0), dtype=np.float32)
         for k in range(n):
             part[k] = undo_shift(state.pending[k], tuple(drift[k]))[t.y0 - y0:t.y1 - y0]
