@@ -272,12 +272,17 @@ _LO32, _SH32 = np.uint64(0xFFFFFFFF), np.uint64(32)
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
-def _pack4(flat, f0, f1, f2, f3, row_lo, row_hi, r_lo, r_hi, off, w, s1, s2, acc):  # pragma: no cover - numba
+def _pack4(flat, f0, f1, f2, f3, row_lo, row_hi, r_lo, r_hi, off, w, s1, s2, acc, blank):  # pragma: no cover
     """Pack four uint8/uint16 frames' band as two frames per uint64 (32-bit lanes): I and I², per-pixel sums too.
 
     Contiguous and vectorised; returns the OR of every value (≥ the band's maximum) for the overflow check.
+    A frame index ≥ ``flat.shape[0]`` stands for ``blank`` (zeros), which pads a run of fewer than four frames.
     """
-    g0, g1, g2, g3 = flat[f0], flat[f1], flat[f2], flat[f3]
+    nf = flat.shape[0]
+    g0 = flat[f0] if f0 < nf else blank
+    g1 = flat[f1] if f1 < nf else blank
+    g2 = flat[f2] if f2 < nf else blank
+    g3 = flat[f3] if f3 < nf else blank
     w0, w1, w2, w3 = w[0], w[1], w[2], w[3]
     top = np.uint64(0)
     for r in range(r_lo, r_hi):
@@ -337,7 +342,7 @@ def _rings4(f0, f1, f2, f3, seg_pix, seg_start, seg_ring, s_lo, s_hi, off, w, la
 
 @numba.njit(cache=True, nogil=True)
 def _fem_pass(flat, seg_pix, seg_start, seg_ring, band_seg, band_row, band_off, seg_max, row_lo, row_hi, slot, order,
-              ref, zero, w, rs1, rs2, s1, s2):  # pragma: no cover - numba
+              ref, zero, w, rs1, rs2, s1, s2, blank):  # pragma: no cover - numba
     n = order.size
     packed = ref is None
     i = 0
@@ -349,10 +354,13 @@ def _fem_pass(flat, seg_pix, seg_start, seg_ring, band_seg, band_row, band_off, 
         acc = b >= 0
         bb = b if acc else 0
         for t in range(band_seg.size - 1):
-            if m == 4 and packed:
-                f0, f1, f2, f3 = order[i], order[i + 1], order[i + 2], order[i + 3]
+            if packed:  # a run of fewer than four is padded with the blank frame (index n: rs1/rs2's spare row)
+                f0 = order[i]
+                f1 = order[i + 1] if m > 1 else n
+                f2 = order[i + 2] if m > 2 else n
+                f3 = order[i + 3] if m > 3 else n
                 top = np.float64(_pack4(flat, f0, f1, f2, f3, row_lo, row_hi, band_row[t], band_row[t + 1],
-                                        band_off[t], w, s1[bb], s2[bb], acc))
+                                        band_off[t], w, s1[bb], s2[bb], acc, blank))
                 lanes = seg_max * top * top < 2.0 ** 32
                 _rings4(f0, f1, f2, f3, seg_pix, seg_start, seg_ring, band_seg[t], band_seg[t + 1], band_off[t], w,
                         lanes, rs1, rs2)
@@ -449,13 +457,15 @@ def fem_sums(frames: np.ndarray, layout: RingLayout, pix: np.ndarray, slot: np.n
     else:
         zero, acc1, acc2 = np.float64(0.0), np.float64, np.float64
         ref = flat[0].astype(np.float64) if n else np.zeros(npix)
-    rs1, rs2 = np.zeros((n, nk), dtype=type(zero)), np.zeros((n, nk), dtype=type(zero))
+    rs1, rs2 = np.zeros((n + 1, nk), dtype=type(zero)), np.zeros((n + 1, nk), dtype=type(zero))  # + a spare row
     s1, s2 = _scratch(ns, npix, acc1, acc2)
     order = np.argsort(slot, kind="stable").astype(np.int64)
     w = np.empty((4, layout.band_pixels if ref is None else 0), dtype=np.uint64)   # packed band, 2 frames per word
+    blank = np.zeros(npix if ref is None else 0, dtype=flat.dtype)                 # pads runs of < 4 frames
     _fem_pass(flat, layout.seg_pix, layout.seg_start, layout.seg_ring, layout.band_seg, layout.band_row,
               layout.band_off, layout.seg_max, layout.row_lo, layout.row_hi, slot, order, ref, zero, w, rs1, rs2,
-              s1, s2)
+              s1, s2, blank)
+    rs1, rs2 = rs1[:n], rs2[:n]
     pix = np.ascontiguousarray(pix, dtype=np.int64)
     p1, p2 = np.empty((n_slots, pix.size), dtype=acc1), np.empty((n_slots, pix.size), dtype=acc2)
     _take_and_clear(s1, s2, pix, layout.row_lo, layout.row_hi, p1, p2)
