@@ -453,9 +453,9 @@ def esf_threshold(total: np.ndarray, n_thresholds: int = 256) -> tuple[float, di
         popt = np.asarray(p0)
     lo, hi = sorted((float(popt[1]), float(popt[4])))
     lo, hi = max(lo, 0.0), min(hi, top)
-    if not hi > lo:                                                   # one step only: its foot
-        return float(max(min(popt[1], popt[4]) - 2 * abs(popt[2]), 0.0)), \
-            {"thresholds": grid, "volumes": vol, "fit": np.asarray(popt)}
+    if not hi > lo:                                                   # one step only: the foot of the lower one
+        t_low, s_low = (popt[1], popt[2]) if popt[1] <= popt[4] else (popt[4], popt[5])
+        return float(max(t_low - 2 * abs(s_low), 0.0)), {"thresholds": grid, "volumes": vol, "fit": np.asarray(popt)}
     fine = np.linspace(lo, hi, 2048)
     slope = np.abs(np.gradient(esf(fine, *popt), fine))
     threshold = float(fine[int(np.argmin(slope))])
