@@ -86,13 +86,16 @@ import numpy as np
 from .base import Analyzer, FrameChunk, Partial, ResultBuffers, ResultSpec, RunInfo, scan_axes
 from .integration import inscribed_radius
 from .masks import ring_index, static_mask
-from .moments import chunk_moments, merge_moments, merge_sums_into, variance
+from .moments import merge_moments, merge_sums_into, variance
 from .snem_config import CalibrationOverrides
 
 __all__ = ["FemAnalyzer", "FemConfig", "RingConfig", "NoiseConfig", "ThicknessConfig", "parse_fem_config",
            "ESTIMATORS", "RingLayout", "fem_sums"]
 
 logger = logging.getLogger(__name__)
+
+#: Merged frames between refreshes of the V(k) curves (every chunk would cost the host more than the merge itself).
+_RING_UPDATE_FRAMES = 256
 
 #: Estimator names, in the order of the result curves ``v_<name>``.
 ESTIMATORS = ("omega", "r", "re", "vimage")
@@ -375,6 +378,45 @@ def _fem_pass(flat, seg_pix, seg_start, seg_ring, band_seg, band_row, band_off, 
         i += m
 
 
+@numba.njit(cache=True, nogil=True)
+def _bin_states(a, w, v, slot, counts, mean_a, m2_a, sum_w, n_r, mean_v, m2_v):  # pragma: no cover - numba
+    """Per slot: (n, mean, M2) of the ring means ``a``, Σ of ``w``, (n, mean, M2) of the finite ``v``; two passes.
+
+    The chunk's part of the merge-safe states (as :func:`.moments.chunk_moments` per slot, in one loop); frames
+    with slot −1 take no part. Where a slot has no finite sample, n = mean = M2 = 0 (the merge's identity).
+    """
+    n, nk = a.shape
+    for f in range(n):
+        b = slot[f]
+        if b < 0:
+            continue
+        counts[b] += 1.0
+        for k in range(nk):
+            if np.isfinite(a[f, k]):   # NaN only for a ring without good pixels: it keeps mean 0, as in the merge
+                mean_a[b, k] += a[f, k]
+            sum_w[b, k] += w[f, k]
+            x = v[f, k]
+            if np.isfinite(x):
+                n_r[b, k] += 1.0
+                mean_v[b, k] += x
+    for b in range(counts.size):
+        for k in range(nk):
+            mean_a[b, k] = mean_a[b, k] / counts[b] if counts[b] > 0 else 0.0
+            mean_v[b, k] = mean_v[b, k] / n_r[b, k] if n_r[b, k] > 0 else 0.0
+    for f in range(n):
+        b = slot[f]
+        if b < 0:
+            continue
+        for k in range(nk):
+            d = a[f, k] - mean_a[b, k]
+            if np.isfinite(d):
+                m2_a[b, k] += d * d
+            x = v[f, k]
+            if np.isfinite(x):
+                e = x - mean_v[b, k]
+                m2_v[b, k] += e * e
+
+
 class RingLayout:
     """The good ring pixels cut into row bands, for :func:`fem_sums`.
 
@@ -624,7 +666,7 @@ class FemAnalyzer(Analyzer):
         self._mean_a, self._m2_a, self._sum_w = np.zeros((nb, nk)), np.zeros((nb, nk)), np.zeros((nb, nk))
         self._n_r, self._mean_v, self._m2_v = np.zeros((nb, nk)), np.zeros((nb, nk)), np.zeros((nb, nk))
         self._pix_mean, self._pix_m2 = np.zeros((nb, g)), np.zeros((nb, g))
-        self._since_pixels = 0
+        self._since_pixels = self._since_rings = 0
 
     # ----------------------------------------------------------------- per chunk (workers)
     def thickness_of(self, chunk: FrameChunk) -> np.ndarray | None:
@@ -688,11 +730,8 @@ class FemAnalyzer(Analyzer):
         nb_p, nk = present.size, self.n_rings
         st = {key: np.zeros((nb_p, nk)) for key in ("mean_a", "m2_a", "sum_w", "n_r", "mean_v", "m2_v")}
         counts = np.zeros(nb_p)
-        for i, b in enumerate(present):
-            rows = bins == b
-            counts[i], st["mean_a"][i], st["m2_a"][i] = float(rows.sum()), *chunk_moments(a[rows])[1:]
-            st["sum_w"][i] = w[rows].sum(axis=0)
-            st["n_r"][i], st["mean_v"][i], st["m2_v"][i] = chunk_moments(v_r[rows])
+        _bin_states(a, w, v_r, slot, counts, st["mean_a"], st["m2_a"], st["sum_w"], st["n_r"], st["mean_v"],
+                    st["m2_v"])
         values["bin_counts"] = counts
         values.update(st)
         values["pix_s1"], values["pix_s2"] = ps1, ps2
@@ -722,13 +761,16 @@ class FemAnalyzer(Analyzer):
                 merge_sums_into(self._n[b], self._pix_mean[b], self._pix_m2[b], int(counts[i]), v["pix_s1"][i],
                                 v["pix_s2"][i], v.get("pix_ref"))
             self._n[idx] = na + nb_
-        self._update_rings(store)
+        self._since_rings += partial.count
+        if self._since_rings >= _RING_UPDATE_FRAMES:
+            self._update_rings(store)
         self._since_pixels += partial.count
         if self._since_pixels >= self.config.live_every:
             self._update_pixels(store)
         store.version += 1
 
     def finalize(self, store: ResultBuffers) -> None:
+        self._update_rings(store)
         self._update_pixels(store)
         store.version += 1
 
@@ -758,6 +800,7 @@ class FemAnalyzer(Analyzer):
                     "r": np.where(n_r > 0, mean_v, np.nan), "mean": np.where(n > 0, mean_a, np.nan)}
 
     def _update_rings(self, store: ResultBuffers) -> None:
+        self._since_rings = 0
         est = self._ring_estimators(self._n[:, None], self._mean_a, self._m2_a, self._sum_w, self._n_r,
                                     self._mean_v)                       # all bins at once, (n_bins, n_rings)
         for name in ("omega", "r", "re"):

@@ -142,8 +142,8 @@ def merge_sums_into(n_a: float, mean_a: np.ndarray, m2_a: np.ndarray, n_b: int, 
         return float(n_a)
     s1, s2 = np.ascontiguousarray(s1).reshape(-1), np.ascontiguousarray(s2).reshape(-1)
     exact = s1.dtype.kind in "iu" and s2.dtype.kind in "iu"   # the caller keeps n·Σd² and (Σd)² < 2⁶³
-    t = np.int64 if exact else np.float64                      # one compiled signature per kind
-    s1, s2 = s1.astype(t, copy=False), s2.astype(t, copy=False)
+    if not exact:                                              # integers of any width go as they are (no copy)
+        s1, s2 = s1.astype(np.float64, copy=False), s2.astype(np.float64, copy=False)
     if s1.shape != mean_a.shape or s2.shape != mean_a.shape:
         raise ValueError(f"states differ in size: {mean_a.shape}, {s1.shape} and {s2.shape}")
     shifted = ref is not None
