@@ -124,9 +124,11 @@ class DriftTracker:
         return out
 
 
-def smooth_drift(raw: np.ndarray, half_width: int) -> np.ndarray:
-    """Each row of ``raw`` (n, 2) replaced by a local linear fit over ±``half_width`` rows, evaluated there.
+def smooth_drift(raw: np.ndarray, half_width: int, frames: np.ndarray | None = None) -> np.ndarray:
+    """Each row of ``raw`` (n, 2) replaced by a local linear fit over the frames within ±``half_width``, there.
 
+    ``frames`` are the rows' frame indices (increasing; default 0..n−1): the window is
+    in frames of the series, so a gap of lost frames is a gap in time, not a jump.
     Windows are cut at the ends of the series (the fit then extrapolates the trend,
     where a moving average would lag behind it).
     """
@@ -134,23 +136,29 @@ def smooth_drift(raw: np.ndarray, half_width: int) -> np.ndarray:
     if raw.ndim != 2 or half_width < 0:
         raise ValueError("raw must be (n, k) and half_width >= 0")
     n = raw.shape[0]
+    t = np.arange(n, dtype=np.float64) if frames is None else np.asarray(frames, dtype=np.float64)
+    if t.shape != (n,) or (n > 1 and not np.all(np.diff(t) > 0)):
+        raise ValueError("frames must be n increasing frame indices")
     if half_width == 0 or n < 3:
         return raw.copy()
+    t = t - t[0]                                                  # small numbers in the sums below
+    zero = np.zeros((1, raw.shape[1]))
+    c_x = np.vstack([zero, np.cumsum(raw, axis=0)])               # prefix sums of x, x·t, t, t²
+    c_xt = np.vstack([zero, np.cumsum(raw * t[:, None], axis=0)])
+    c_t = np.concatenate([[0.0], np.cumsum(t)])
+    c_tt = np.concatenate([[0.0], np.cumsum(t * t)])
+    lo_all = np.searchsorted(t, t - half_width, side="left")
+    hi_all = np.searchsorted(t, t + half_width, side="right")
     out = np.empty_like(raw)
-    c = np.vstack([np.zeros((1, raw.shape[1])), np.cumsum(raw, axis=0)])          # prefix sums of x
-    idx = np.arange(n, dtype=np.float64)
-    ct = np.concatenate([[0.0], np.cumsum(idx)])
-    cx_t = np.vstack([np.zeros((1, raw.shape[1])), np.cumsum(raw * idx[:, None], axis=0)])
-    cross_t2 = np.concatenate([[0.0], np.cumsum(idx * idx)])
     for i in range(n):
-        lo, hi = max(0, i - half_width), min(n, i + half_width + 1)
+        lo, hi = lo_all[i], hi_all[i]
         m = hi - lo
-        st, stt = ct[hi] - ct[lo], cross_t2[hi] - cross_t2[lo]
-        sx, sxt = c[hi] - c[lo], cx_t[hi] - cx_t[lo]
+        st, stt = c_t[hi] - c_t[lo], c_tt[hi] - c_tt[lo]
+        sx, sxt = c_x[hi] - c_x[lo], c_xt[hi] - c_xt[lo]
         tbar = st / m
         var = stt - st * tbar
-        slope = (sxt - tbar * sx) / var if var > 0 else 0.0
-        out[i] = sx / m + slope * (i - tbar)
+        slope = (sxt - tbar * sx) / var if var > 1e-12 * max(stt, 1.0) else 0.0
+        out[i] = sx / m + slope * (t[i] - tbar)
     return out
 
 
@@ -158,9 +166,9 @@ class DriftSmoother:
     """:func:`smooth_drift` on a stream: push raw shifts, get the smoothed ones once their look-ahead is in.
 
     ``push`` returns the smoothed drift of the oldest frames not yet returned whose
-    ``half_width`` later frames have arrived (in order); ``flush`` returns the rest
-    at the end of the series. The result equals :func:`smooth_drift` of the whole
-    series, minus its first value if ``from_first`` (the trace then starts at 0).
+    look-ahead (frames up to ``half_width`` later) has arrived, in order; ``flush``
+    returns the rest at the end of the series. The result equals :func:`smooth_drift`
+    of the whole series, minus its first value if ``from_first`` (the trace then starts at 0).
     """
 
     def __init__(self, half_width: int = 20, from_first: bool = True) -> None:
@@ -170,28 +178,38 @@ class DriftSmoother:
         self.from_first = bool(from_first)
         self._origin: np.ndarray | None = None
         self._raw = np.zeros((0, 2))
-        self._start = 0          # series index of self._raw[0]
-        self._emitted = 0        # frames returned so far
+        self._t = np.zeros(0, dtype=np.int64)   # frame index of each kept row
+        self._done = 0                          # kept rows already returned
 
-    def push(self, raw: np.ndarray) -> np.ndarray:
+    def push(self, raw: np.ndarray, frames: np.ndarray | None = None) -> np.ndarray:
+        """Raw shifts of the next frames (``frames``: their indices, default following the last ones)."""
         raw = np.asarray(raw, dtype=np.float64).reshape(-1, 2)
+        if frames is None:
+            start = int(self._t[-1]) + 1 if self._t.size else 0
+            frames = np.arange(start, start + raw.shape[0])
+        frames = np.asarray(frames, dtype=np.int64).reshape(-1)
+        if frames.size != raw.shape[0] or (self._t.size and frames.size and frames[0] <= self._t[-1]):
+            raise ValueError("frames must give one increasing index per shift, after the ones pushed before")
         self._raw = np.vstack([self._raw, raw])
-        ready = self._start + self._raw.shape[0] - self.half_width   # frames whose look-ahead is complete
+        self._t = np.concatenate([self._t, frames])
+        if not self._t.size:
+            return np.zeros((0, 2))
+        ready = int(np.searchsorted(self._t, self._t[-1] - self.half_width, side="right"))  # look-ahead complete
         return self._emit(ready)
 
     def flush(self) -> np.ndarray:
-        return self._emit(self._start + self._raw.shape[0])
+        return self._emit(self._t.size)
 
     def _emit(self, upto: int) -> np.ndarray:
-        h = self.half_width
-        if upto <= self._emitted:
+        if upto <= self._done:
             return np.zeros((0, 2))
-        sm = smooth_drift(self._raw, h)  # the kept history starts h before the first frame to emit: whole windows
-        out = sm[self._emitted - self._start:upto - self._start]
+        sm = smooth_drift(self._raw, self.half_width, self._t)  # kept history covers every emitted row's window
+        out = sm[self._done:upto]
         if self._origin is None:
             self._origin = out[0].copy() if self.from_first else np.zeros(2)
         out = out - self._origin
-        self._emitted = upto
-        drop = max(0, self._emitted - h - self._start)       # keep h frames of history before the next one
-        self._raw, self._start = self._raw[drop:], self._start + drop
+        # keep the rows within half_width before the next row to emit
+        nxt = self._t[upto] if upto < self._t.size else self._t[-1] + 1
+        drop = int(np.searchsorted(self._t, nxt - self.half_width, side="left"))
+        self._raw, self._t, self._done = self._raw[drop:], self._t[drop:], upto - drop
         return out

@@ -85,7 +85,7 @@ class _TileState:
     mean_sum: np.ndarray | None = None
     smoother: DriftSmoother | None = None
     pending: list[np.ndarray] = field(default_factory=list)   # frames (tile rows + margin) awaiting their drift
-    pending_first: int = 0                                     # series index of the first pending frame
+    pending_index: list[int] = field(default_factory=list)     # their indices in the series (chunks may skip)
 
 
 _MARGIN = 4  # rows kept beyond a tile's edges for the shift's interpolation
@@ -137,7 +137,7 @@ class EcmAnalyzer(PixelAnalyzer):
                                  "g2(τ) per pixel at the multi-tau lags")
         specs["lags"] = ResultSpec("curve", (self.lags.size,), "float64", ("lag",), "s", "custom",
                                    "lag times of g2")
-        specs["drift"] = ResultSpec("curve", (run.n_frames, 2), "float64", ("frame", "yx"), "px", "frames",
+        specs["drift"] = ResultSpec("curve", (run.n_frames, 2), "float64", ("frame", "yx"), "px", "custom",
                                     "sample drift (dy, dx) per frame, relative to the first")
         nb = self.config.histogram_bins
         specs["tau_histogram"] = ResultSpec("curve", (nb,), "float64", ("tau_bin",), "pixels", "custom",
@@ -172,13 +172,14 @@ class EcmAnalyzer(PixelAnalyzer):
                           drift=tracker, binned_shape=bshape, mean_sum=np.zeros(bshape[0] * bshape[1]),
                           smoother=DriftSmoother(d.smooth_frames) if tracker is not None else None)
 
-    def _drift_corrected(self, state: _TileState, frames: np.ndarray | None
-                         ) -> tuple[int, np.ndarray, np.ndarray] | None:
+    def _drift_corrected(self, state: _TileState, frames: np.ndarray | None, first: int = 0
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """Register ``frames`` (None: the end of the series) and return the frames whose smoothed drift is known.
 
         The smoother needs ``smooth_frames`` frames of look-ahead, so that many frames (the
-        tile's rows plus a margin) wait for the next chunk. Returns (first index, corrected
-        tile frames, their drift), or None if no frame is ready yet.
+        tile's rows plus a margin) wait for the next chunk. Returns (their frame indices, corrected
+        tile frames, their drift) or None if no frame is ready yet; the frames are those of
+        ``first`` on.
         """
         t = state.tile
         assert state.drift is not None and state.smoother is not None
@@ -186,7 +187,8 @@ class EcmAnalyzer(PixelAnalyzer):
         if frames is not None:
             y1 = min(t.y1 + _MARGIN, frames.shape[1])
             state.pending.extend(np.array(frames[:, y0:y1, t.x0:t.x1]))  # a copy: the chunk's buffer may be reused
-            drift = state.smoother.push(state.drift.update(frames))
+            state.pending_index.extend(range(first, first + frames.shape[0]))
+            drift = state.smoother.push(state.drift.update(frames), np.arange(first, first + frames.shape[0]))
         else:
             drift = state.smoother.flush()
         n = drift.shape[0]
@@ -195,10 +197,9 @@ class EcmAnalyzer(PixelAnalyzer):
         part = np.empty((n, t.y1 - t.y0, t.x1 - t.x0), dtype=np.float32)
         for k in range(n):
             part[k] = undo_shift(state.pending[k], tuple(drift[k]))[t.y0 - y0:t.y1 - y0]
-        first = state.pending_first
-        del state.pending[:n]
-        state.pending_first += n
-        return first, part, drift
+        index = np.asarray(state.pending_index[:n], dtype=np.int64)
+        del state.pending[:n], state.pending_index[:n]
+        return index, part, drift
 
     def _bin(self, state: _TileState, part: np.ndarray) -> np.ndarray:
         b = self.config.binning
@@ -217,13 +218,13 @@ class EcmAnalyzer(PixelAnalyzer):
         values: dict[str, np.ndarray] = {}
         first, count = chunk.first, chunk.count
         if state.drift is not None:
-            ready = self._drift_corrected(state, chunk.frames)
+            ready = self._drift_corrected(state, chunk.frames, chunk.first)
             if ready is None:
                 return None
-            first, part, drift = ready
-            count = part.shape[0]
+            index, part, drift = ready
+            first, count = int(index[0]), int(index.size)
             if state.tile.y0 == 0:
-                values["drift"] = drift
+                values["drift"], values["drift_frames"] = drift, index
         else:
             t = state.tile
             part = np.asarray(chunk.frames[:, t.y0:t.y1, t.x0:t.x1], dtype=np.float32)
@@ -240,11 +241,11 @@ class EcmAnalyzer(PixelAnalyzer):
         if state.drift is not None:
             ready = self._drift_corrected(state, None)   # the frames held back for the smoother's look-ahead
             if ready is not None:
-                first, part, drift = ready
-                count = part.shape[0]
+                index, part, drift = ready
+                first, count = int(index[0]), int(index.size)
                 self._feed(state, part)
                 if state.tile.y0 == 0:
-                    values["drift"] = drift
+                    values["drift"], values["drift_frames"] = drift, index
         values.update(self._maps(state))
         return Partial(first, count, values)
 
@@ -288,7 +289,10 @@ class EcmAnalyzer(PixelAnalyzer):
 
     # ------------------------------------------------------------------ host
     def merge(self, store: ResultBuffers, partial: Partial) -> None:
-        store.merge_default(partial)
+        values = dict(partial.values)
+        if "drift" in values:  # by frame index: frames wait for the smoother, and a chunk may have been lost
+            store["drift"][values.pop("drift_frames")] = values.pop("drift")
+        store.merge_default(Partial(partial.first, partial.count, values, partial.tile))
         if "tau" in partial.values:
             tau, ok = store["tau"], store["reliable"] > 0.5
             if ok.any():

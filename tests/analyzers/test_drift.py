@@ -59,6 +59,16 @@ def test_streaming_smoother_equals_the_batch_smoothing(pieces):
         np.testing.assert_allclose(out, batch - batch[0] if from_first else batch, atol=1e-9)
 
 
+def test_smoothing_across_lost_frames_uses_their_indices():
+    t = np.concatenate([np.arange(0, 100), np.arange(150, 300)])     # frames 100..149 never arrived
+    trend = np.stack([0.01 * t, -0.02 * t + 1.0], axis=1)
+    np.testing.assert_allclose(smooth_drift(trend, 10, frames=t), trend, atol=1e-9)
+    assert np.abs(smooth_drift(trend, 10) - trend).max() > 0.1        # taken as contiguous, the gap is a jump
+    sm = DriftSmoother(10, from_first=False)
+    parts = [sm.push(trend[i:i + 37], t[i:i + 37]) for i in range(0, t.size, 37)] + [sm.flush()]
+    np.testing.assert_allclose(np.concatenate(parts), trend, atol=1e-9)
+
+
 def test_bad_input():
     with pytest.raises(ValueError):
         DriftTracker(upsample=0)

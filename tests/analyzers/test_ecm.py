@@ -93,6 +93,36 @@ def test_drift_is_recovered_and_correcting_it_helps():
     assert np.median(rel_off) > 1.5 * np.median(rel_on)
 
 
+def test_drift_lands_on_its_frames_when_a_chunk_is_lost():
+    """A lost chunk leaves its frames' drift empty; every other frame's drift is as good as without the loss."""
+    sim = ECMNanowire(shape=(24, 24), n_frames=600, seed=4)
+    truth = sim.ground_truth()["drift"]
+    n, (ny, nx) = sim.n_frames, sim.shape
+    lost = np.arange(200, 300)
+
+    def drift(skip) -> np.ndarray:
+        run = RunInfo("ecm", (ny, nx), "float32", (n,), plan={"frame_time_s": sim.frame_time})
+        host = EcmAnalyzer()
+        store = ResultBuffers(run, host.results(run))
+        host.initialize(store)
+        (runner,) = [AnalyzerRunner(run, [EcmAnalyzer()], t) for t in split_tiles((ny, nx), 1)]
+        for first in range(0, n, 100):
+            if first not in skip:
+                for _, p in runner.process(FrameChunk(first // 100, first, sim.frames(first, 100)), frame_work=False):
+                    host.merge(store, p)
+        for _, p in runner.finish():
+            host.merge(store, p)
+        return store["drift"]
+
+    whole, gap = drift(()), drift(lost)
+    assert np.isnan(gap[lost]).all() and np.isfinite(whole).all()
+    seen = np.setdiff1d(np.arange(n), lost)
+    err_whole = np.abs(whole[seen] - (truth[seen] - truth[0]))
+    err_gap = np.abs(gap[seen] - (truth[seen] - truth[0]))
+    assert err_gap.max() <= err_whole.max() + 0.02        # frames after the gap are placed by their own index
+    assert np.sqrt(np.mean(err_gap ** 2)) < 0.1
+
+
 def test_bad_configuration_is_refused():
     with pytest.raises(ValueError, match="per_level"):
         EcmAnalyzer(per_level=3)
