@@ -458,6 +458,14 @@ class RingLayout:
             lo[rows[first]], hi[rows[first]] = sel[first], sel[last] + 1
         self.row_lo, self.row_hi = lo.astype(np.uint64), hi.astype(np.uint64)
         self.npix, self.n_rings = ny * nx, int(n_rings)
+        self._blanks: dict[str, np.ndarray] = {}
+
+    def blank(self, dtype: np.dtype) -> np.ndarray:
+        """A zero frame of ``dtype``, made once: the packed kernel pads short runs with it (and never writes it)."""
+        key = np.dtype(dtype).str
+        if key not in self._blanks:
+            self._blanks[key] = np.zeros(self.npix, dtype=dtype)
+        return self._blanks[key]
 
 
 def _exact_integer(dtype: np.dtype, n: int) -> bool:
@@ -503,7 +511,7 @@ def fem_sums(frames: np.ndarray, layout: RingLayout, pix: np.ndarray, slot: np.n
     s1, s2 = _scratch(ns, npix, acc1, acc2)
     order = np.argsort(slot, kind="stable").astype(np.int64)
     w = np.empty((4, layout.band_pixels if ref is None else 0), dtype=np.uint64)   # packed band, 2 frames per word
-    blank = np.zeros(npix if ref is None else 0, dtype=flat.dtype)                 # pads runs of < 4 frames
+    blank = layout.blank(flat.dtype)                                               # pads runs of < 4 frames
     _fem_pass(flat, layout.seg_pix, layout.seg_start, layout.seg_ring, layout.band_seg, layout.band_row,
               layout.band_off, layout.seg_max, layout.row_lo, layout.row_hi, slot, order, ref, zero, w, rs1, rs2,
               s1, s2, blank)
