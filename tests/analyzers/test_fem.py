@@ -387,3 +387,30 @@ def test_packed_ring_sums_take_the_overflow_fallback_exactly():
     assert ref is None
     assert rs1[:, 0].tolist() == [int(sum(f)) for f in flat]
     assert rs2[:, 0].tolist() == [int(sum(v * v for v in f)) for f in flat]
+
+
+def test_narrow_packing_switches_to_wide_within_a_chunk_exactly():
+    """Low counts pack four frames' I per word; a band of high counts later in the chunk overflows those 16-bit
+    lanes, so the chunk repacks that band and the rest wide: sums stay exact and pixel sums are not counted twice."""
+    from emlive.analyzers.fem import NARROW_SUM, RingLayout, fem_sums
+    rng = np.random.default_rng(12)
+    shape, n, nk = (24, 40), 11, 5
+    r = radius(shape).reshape(-1)
+    ring = np.where(r < 20.0, np.floor(r / 4.0), -1).astype(np.int64)
+    frames = rng.integers(0, 20, size=(n, *shape)).astype(np.uint16)
+    frames[[6, 9], 17:20, :] = rng.integers(60000, 65536, size=(2, 3, shape[1]))  # a late band of slot 0's 2nd run
+    layout = RingLayout(ring, shape, nk, band_rows=4)
+    assert layout.seg_max * 20 < NARROW_SUM <= layout.seg_max * 60000      # both packings are taken
+    pix = np.flatnonzero(ring >= 0)
+    slot = np.array([0, 1, 0, 0, 1, 0, 0, 1, 1, 0, -1])
+    rs1, rs2, counts, s1, s2, ref = fem_sums(frames, layout, pix, slot, 2)
+    assert ref is None
+    flat = frames.reshape(n, -1).astype(object)                          # Python integers: exact
+    sel = np.flatnonzero(ring >= 0)
+    for f in range(n):
+        assert rs1[f].tolist() == [int(sum(flat[f, sel[ring[sel] == k]])) for k in range(nk)]
+        assert rs2[f].tolist() == [int(sum(v * v for v in flat[f, sel[ring[sel] == k]])) for k in range(nk)]
+    for b in range(2):
+        block = flat[slot == b][:, pix]
+        assert s1[b].astype(object).tolist() == [int(v) for v in block.sum(axis=0)]
+        assert s2[b].astype(object).tolist() == [int(v) for v in (block * block).sum(axis=0)]
