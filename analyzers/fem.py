@@ -343,10 +343,13 @@ def _pack3(flat, f0, f1, f2, f3, row_lo, row_hi, r_lo, r_hi, off, w, s1, s2, acc
 def _rings3(f0, f1, f2, f3, seg_pix, seg_start, seg_ring, s_lo, s_hi, off, w, rs1, rs2):  # pragma: no cover
     """Ring sums of four narrow-packed frames: three adds per pixel for four frames' ΣI and ΣI²."""
     w0, w1, w2 = w[0], w[1], w[2]
+    nw = np.uint64(w0.size)
     for s in range(s_lo, s_hi):
         a = b01 = b23 = np.uint64(0)
         for j in range(seg_start[s], seg_start[s + 1]):
             u = seg_pix[j] - off
+            if u >= nw:   # never taken: a second exit keeps LLVM from vectorising with gathers (~20 % slower)
+                break
             a += w0[u]
             b01 += w1[u]
             b23 += w2[u]
@@ -368,12 +371,15 @@ def _rings4(f0, f1, f2, f3, seg_pix, seg_start, seg_ring, s_lo, s_hi, off, w, la
     ``lanes``: every segment's Σ of a 32-bit lane fits (else the I² words are split into 64-bit sums).
     """
     w0, w1, w2, w3 = w[0], w[1], w[2], w[3]
+    nw = np.uint64(w0.size)
     for s in range(s_lo, s_hi):
         a01 = a23 = b01 = b23 = np.uint64(0)
         q0 = q1 = q2 = q3 = np.uint64(0)
         if lanes:
             for j in range(seg_start[s], seg_start[s + 1]):
                 u = seg_pix[j] - off
+                if u >= nw:   # never taken: keeps the loop scalar (see _rings3)
+                    break
                 a01 += w0[u]
                 b01 += w1[u]
                 a23 += w2[u]
@@ -382,6 +388,8 @@ def _rings4(f0, f1, f2, f3, seg_pix, seg_start, seg_ring, s_lo, s_hi, off, w, la
         else:
             for j in range(seg_start[s], seg_start[s + 1]):
                 u = seg_pix[j] - off
+                if u >= nw:
+                    break
                 a01 += w0[u]
                 a23 += w2[u]
                 c01, c23 = w1[u], w3[u]
