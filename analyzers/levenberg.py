@@ -39,53 +39,57 @@ def _active_set(x, grad, diag, lower, upper, free):
 
 @numba.njit(cache=True, nogil=True)
 def _solve_damped(hess, grad, diag, lam, free, mat, step):
-    """Solve (H + λ diag(D)) s = −g on the free parameters by Cholesky; s = 0 on held ones. False if not SPD."""
+    """Solve (H + λ diag(D)) s = −g on the free parameters by Cholesky; s = 0 on held ones. False if not SPD.
+
+    The free block is packed into the leading corner of ``mat`` (and −g into ``step``) first, so that the
+    factorisation and the solves run without branches; the solution is scattered back at the end.
+    """
     n_par = grad.size
-    for i in range(n_par):
-        step[i] = 0.0
-        for j in range(n_par):
-            mat[i, j] = 0.0
+    a = 0
     for i in range(n_par):
         if not free[i]:
             continue
+        b = 0
         for j in range(i + 1):
             if free[j]:
-                mat[i, j] = hess[i, j]
-        mat[i, i] += lam * diag[i]
-    # in-place Cholesky of the free block (lower triangle)
-    for i in range(n_par):
-        if not free[i]:
-            continue
-        for j in range(i + 1):
-            if not free[j]:
-                continue
-            s = mat[i, j]
-            for k in range(j):
-                if free[k]:
-                    s -= mat[i, k] * mat[j, k]
-            if i == j:
-                if not s > 0.0:
-                    return False
-                mat[i, i] = math.sqrt(s)
-            else:
-                mat[i, j] = s / mat[j, j]
-    # forward (L y = −g), then backward (Lᵀ s = y)
-    for i in range(n_par):
-        if not free[i]:
-            continue
-        s = -grad[i]
-        for k in range(i):
-            if free[k]:
-                s -= mat[i, k] * step[k]
-        step[i] = s / mat[i, i]
+                mat[a, b] = hess[i, j]
+                b += 1
+        mat[a, a] += lam * diag[i]
+        step[a] = -grad[i]
+        a += 1
+    nf = a
+    # in-place Cholesky, row by row: L[a, b] = (M[a, b] − Σ_{k<b} L[a, k] L[b, k]) / L[b, b], with 1/L[b, b]
+    # kept on the diagonal (multiplications instead of divisions); then L y = −g and Lᵀ s = y in step[:nf]
+    for a in range(nf):
+        for b in range(a):
+            s = mat[a, b]
+            for k in range(b):
+                s -= mat[a, k] * mat[b, k]
+            mat[a, b] = s * mat[b, b]
+        s = mat[a, a]
+        for k in range(a):
+            s -= mat[a, k] * mat[a, k]
+        if not s > 0.0:
+            return False
+        mat[a, a] = 1.0 / math.sqrt(s)
+    for a in range(nf):
+        s = step[a]
+        for k in range(a):
+            s -= mat[a, k] * step[k]
+        step[a] = s * mat[a, a]
+    for a in range(nf - 1, -1, -1):
+        s = step[a]
+        for k in range(a + 1, nf):
+            s -= mat[k, a] * step[k]
+        step[a] = s * mat[a, a]
+    # scatter: packed slot a ≤ parameter i, so walking down never overwrites an unread slot
+    a = nf - 1
     for i in range(n_par - 1, -1, -1):
-        if not free[i]:
-            continue
-        s = step[i]
-        for k in range(i + 1, n_par):
-            if free[k]:
-                s -= mat[k, i] * step[k]
-        step[i] = s / mat[i, i]
+        if free[i]:
+            step[i] = step[a]
+            a -= 1
+        else:
+            step[i] = 0.0
     return True
 
 

@@ -25,6 +25,15 @@ point is clipped to the box and accepted only if the true robust cost falls.
 Stopping tests are scipy's (``ftol`` on the cost decrease, ``xtol`` on the step,
 ``gtol`` on the projected gradient), so both stop at the same precision.
 
+Cost per iteration: the exponentials are evaluated by a vectorisable kernel
+(Cody–Waite reduction and a Taylor polynomial, ~3e-16 relative; numba's
+``math.exp`` is a scalar libm call and was most of the time); a trial point costs
+only the residuals and the loss, its Jacobian and weights are built once it is
+accepted (reusing its exponentials). Iterations: from the rough data-driven start,
+a loose ordinary least-squares stage and loose robust stages at 30, 10 and 3 times
+``f_scale`` come first (continuation): with a tiny ``f_scale`` the robust loss is
+nearly L1 and Gauss–Newton steps from far away are short.
+
 The seed's initial values (σ = 0.01 Å, two orders of magnitude narrower than the
 peak) are poor starting points, so :func:`initial_guess` reads heights,
 positions and widths off each curve and is used unless ``p0`` is given
@@ -54,9 +63,17 @@ LOSSES = ("linear", "soft_l1", "huber", "cauchy", "arctan")  # scipy.optimize.le
 _INF = math.inf
 _SQRT2PI = math.sqrt(2.0 * math.pi)
 _LAMBDA0 = 1e-3  # initial Marquardt damping, relative to diag(JᵀWJ)
-_PREFIT_TOL = 1e-2  # ftol = xtol of the least-squares stage
+_PREFIT_TOL = 1e-2  # ftol = xtol of the least-squares stage and of the continuation stages
+_CONTINUATION = (30.0, 10.0, 3.0)  # f_scale multiples of the robust stages before the requested one
 _FASTMATH = {"reassoc", "contract", "arcp"}  # vectorised sums; no 'nnan'/'ninf': NaN checks must survive
 _WINDOW_TOL = 1e-9  # Å: grids built with np.arange end at 4.000000000000005
+_EPS = 2.220446049250313e-16  # floor of the Hessian weights (scipy's EPS)
+# exp by Cody–Waite reduction (ln 2 split as in fdlibm) and the Taylor coefficients 1/k! of e^t
+_LN2_HI = 6.93147180369123816490e-01
+_LN2_LO = 1.90821492927058770002e-10
+_INV_LN2 = 1.0 / math.log(2.0)
+_EXP_MIN = -708.0
+_EXP_C = tuple(1.0 / math.factorial(k) for k in range(13))
 
 # Table S1 (iii), order (A1, r1, σ1, A2, r2, σ2, a, b); one peak: (A, r, σ, a, b) with r on the whole window.
 _SEED = {
@@ -157,35 +174,79 @@ def gaussian_qois(params: np.ndarray, n_peaks: int) -> dict[str, np.ndarray]:
 
 # ------------------------------------------------------------------ numba kernels
 @numba.njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def _residuals(rr, yy, x, npk, f, jac, want_jac):
-    """f = model − y at x; with ``want_jac`` also the Jacobian ``jac`` (P, m), parameter-major."""
+def _exp_into(a, out, bits):
+    """out = exp(a) for a ≤ 0 in loops LLVM vectorises (numba's math.exp is a scalar libm call, most of a fit's time).
+
+    Cody–Waite: a = n ln2 + t with |t| ≤ ln2/2 (ln2 split in two parts so n·ln2_hi is exact), e^t by its Taylor
+    series to t¹² (truncation < 2e-16 relative), 2ⁿ written into the exponent bits; a below −708 (where e^a
+    leaves the normal range) gives 0.
+    """
+    m = a.size
+    for k in range(m):
+        ak = max(a[k], _EXP_MIN)
+        n = math.floor(ak * _INV_LN2 + 0.5)
+        t = (ak - n * _LN2_HI) - n * _LN2_LO
+        p = _EXP_C[12]
+        p = _EXP_C[11] + t * p
+        p = _EXP_C[10] + t * p
+        p = _EXP_C[9] + t * p
+        p = _EXP_C[8] + t * p
+        p = _EXP_C[7] + t * p
+        p = _EXP_C[6] + t * p
+        p = _EXP_C[5] + t * p
+        p = _EXP_C[4] + t * p
+        p = _EXP_C[3] + t * p
+        p = _EXP_C[2] + t * p
+        p = 1.0 + t * p
+        out[k] = 1.0 + t * p
+        bits[k] = (np.int64(n) + 1023) << 52
+    scale = bits.view(np.float64)
+    for k in range(m):
+        out[k] = out[k] * scale[k] if a[k] > _EXP_MIN else 0.0
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FASTMATH)
+def _evaluate(rr, yy, x, npk, f, jac, dd, tmp, bits):
+    """f = model − y at x; also each Gaussian's unit-area profile G_p = ∂f/∂A_p into ``jac[3p]`` and its
+    standardised distance d = (r − r_p)/σ_p into ``dd[p]``, from which :func:`_jacobian` completes the rest."""
     m = rr.size
     sl = x[3 * npk]
     ic = x[3 * npk + 1]
     for k in range(m):
         f[k] = sl * rr[k] + ic - yy[k]
-    if want_jac:
-        for k in range(m):
-            jac[3 * npk, k] = rr[k]
-            jac[3 * npk + 1, k] = 1.0
     for p in range(npk):
-        area = x[3 * p]
         mu = x[3 * p + 1]
         inv_s = 1.0 / x[3 * p + 2]
-        c = inv_s / math.sqrt(2.0 * math.pi)
-        if want_jac:
-            for k in range(m):
-                d = (rr[k] - mu) * inv_s
-                e = c * math.exp(-0.5 * d * d)
-                v = area * e
-                f[k] += v
-                jac[3 * p, k] = e
-                jac[3 * p + 1, k] = v * d * inv_s
-                jac[3 * p + 2, k] = v * (d * d - 1.0) * inv_s
-        else:
-            for k in range(m):
-                d = (rr[k] - mu) * inv_s
-                f[k] += area * c * math.exp(-0.5 * d * d)
+        c = inv_s / _SQRT2PI
+        area = x[3 * p]
+        d = dd[p]
+        g = jac[3 * p]
+        for k in range(m):
+            dk = (rr[k] - mu) * inv_s
+            d[k] = dk
+            tmp[k] = -0.5 * dk * dk
+        _exp_into(tmp, g, bits)
+        for k in range(m):
+            gk = c * g[k]
+            g[k] = gk
+            f[k] += area * gk
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FASTMATH)
+def _jacobian(x, npk, jac, dd):
+    """The centre and width rows of the Jacobian from G_p and d (:func:`_evaluate`); the baseline rows are fixed."""
+    m = jac.shape[1]
+    for p in range(npk):
+        area = x[3 * p]
+        inv_s = 1.0 / x[3 * p + 2]
+        g = jac[3 * p]
+        jm = jac[3 * p + 1]
+        js = jac[3 * p + 2]
+        d = dd[p]
+        for k in range(m):
+            v = area * g[k] * inv_s
+            jm[k] = v * d[k]
+            js[k] = v * (d[k] * d[k] - 1.0)
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FASTMATH)
@@ -194,85 +255,104 @@ def _robust(f, loss, f_scale, u, w, want_weights):
 
     ρ and its derivatives are those of scipy.optimize._lsq.least_squares (with
     ρ″ divided by f_scale², as scipy does); w is floored at EPS as scipy does.
+    One loop per loss, so that the common ones vectorise.
     """
     inv2 = 1.0 / (f_scale * f_scale)
     total = 0.0
-    for k in range(f.size):
-        fk = f[k]
-        z = fk * fk * inv2
-        if loss == 0:  # linear
-            r0 = z
-            r1 = 1.0
-            r2z = 0.0
-        elif loss == 1:  # soft_l1
-            t = 1.0 + z
-            st = math.sqrt(t)
-            r0 = 2.0 * (st - 1.0)
-            r1 = 1.0 / st
-            r2z = -0.5 * z / (t * st)
-        elif loss == 2:  # huber
-            if z <= 1.0:
-                r0 = z
-                r1 = 1.0
-                r2z = 0.0
-            else:
-                sz = math.sqrt(z)
-                r0 = 2.0 * sz - 1.0
-                r1 = 1.0 / sz
-                r2z = -0.5 / sz
-        elif loss == 3:  # cauchy
-            t = 1.0 + z
-            r0 = math.log1p(z)
-            r1 = 1.0 / t
-            r2z = -z / (t * t)
-        else:  # arctan
-            t = 1.0 + z * z
-            r0 = math.atan(z)
-            r1 = 1.0 / t
-            r2z = -2.0 * z * z / (t * t)
-        total += r0
+    m = f.size
+    if loss == 0:  # linear
+        for k in range(m):
+            total += f[k] * f[k]
+        total *= inv2
         if want_weights:
-            u[k] = r1 * fk
-            wk = r1 + 2.0 * r2z  # ρ′ + 2 (ρ″/f_scale²) f² = ρ′ + 2 ρ″ z
-            w[k] = wk if wk > 2.220446049250313e-16 else 2.220446049250313e-16
+            for k in range(m):
+                u[k] = f[k]
+                w[k] = 1.0
+    elif loss == 1:  # soft_l1: ρ = 2(√(1+z) − 1), ρ′ = 1/√(1+z), ρ′ + 2ρ″z = (1+z)^(−3/2)
+        if want_weights:
+            for k in range(m):
+                t = 1.0 + f[k] * f[k] * inv2
+                r1 = 1.0 / math.sqrt(t)
+                total += t * r1
+                u[k] = r1 * f[k]
+                w[k] = max(r1 * r1 * r1, _EPS)
+        else:
+            for k in range(m):
+                total += math.sqrt(1.0 + f[k] * f[k] * inv2)
+        total = 2.0 * (total - m)
+    else:
+        for k in range(m):
+            fk = f[k]
+            z = fk * fk * inv2
+            if loss == 2:  # huber
+                if z <= 1.0:
+                    r0 = z
+                    r1 = 1.0
+                    r2z = 0.0
+                else:
+                    sz = math.sqrt(z)
+                    r0 = 2.0 * sz - 1.0
+                    r1 = 1.0 / sz
+                    r2z = -0.5 / sz
+            elif loss == 3:  # cauchy
+                t = 1.0 + z
+                r0 = math.log1p(z)
+                r1 = 1.0 / t
+                r2z = -z / (t * t)
+            else:  # arctan
+                t = 1.0 + z * z
+                r0 = math.atan(z)
+                r1 = 1.0 / t
+                r2z = -2.0 * z * z / (t * t)
+            total += r0
+            if want_weights:
+                u[k] = r1 * fk
+                w[k] = max(r1 + 2.0 * r2z, _EPS)  # ρ′ + 2 (ρ″/f_scale²) f² = ρ′ + 2 ρ″ z
     return 0.5 * f_scale * f_scale * total
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def _normal_equations(jac, u, w, hess, grad):
+def _normal_equations(jac, u, w, hess, grad, tmp):
     """hess = J diag(w) Jᵀ (upper and lower), grad = J u."""
     n_par, m = jac.shape
     for i in range(n_par):
+        ji = jac[i]
         s = 0.0
         for k in range(m):
-            s += jac[i, k] * u[k]
+            s += ji[k] * u[k]
+            tmp[k] = ji[k] * w[k]
         grad[i] = s
         for j in range(i + 1):
+            jj = jac[j]
             s = 0.0
             for k in range(m):
-                s += jac[i, k] * jac[j, k] * w[k]
+                s += tmp[k] * jj[k]
             hess[i, j] = s
             hess[j, i] = s
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def _lm(rr, yy, x, lower, upper, npk, loss, f_scale, max_iter, xtol, ftol, gtol, lam0, buf_m, buf_p, mat, free):
+def _lm(rr, yy, x, lower, upper, npk, loss, f_scale, max_iter, xtol, ftol, gtol, lam0, buf_m, bits, buf_p, mat,
+        free):
     """Projected Levenberg–Marquardt on the robust objective from ``x`` (updated in place).
 
-    Returns (cost, status, iterations). ``buf_m`` (2 + 2·(P + 2), m) and ``buf_p``
-    (P + 5, P) are scratch.
+    Returns (cost, status, iterations). ``buf_m`` (5 + 2·(P + m), m) and ``buf_p``
+    (P + 4, P) are scratch; rows 3m, 3m+1 of both Jacobians in ``buf_m`` must hold r and 1.
+    A trial point costs the residuals and the loss only; the Jacobian and the weights are
+    completed once it is accepted.
     """
     n_par = x.size
-    f, ft = buf_m[0], buf_m[1]
-    u, ut = buf_m[2], buf_m[3]
-    w, wt = buf_m[4], buf_m[5]
-    jac = buf_m[6:6 + n_par]
-    jact = buf_m[6 + n_par:6 + 2 * n_par]
+    f, ft, u, w, tmp = buf_m[0], buf_m[1], buf_m[2], buf_m[3], buf_m[4]
+    jac = buf_m[5:5 + n_par]
+    jact = buf_m[5 + n_par:5 + 2 * n_par]
+    dd = buf_m[5 + 2 * n_par:5 + 2 * n_par + npk]
+    ddt = buf_m[5 + 2 * n_par + npk:5 + 2 * n_par + 2 * npk]
     hess = buf_p[:n_par]
     grad, diag, step, xt = buf_p[n_par], buf_p[n_par + 1], buf_p[n_par + 2], buf_p[n_par + 3]
-    _residuals(rr, yy, x, npk, f, jac, True)
+    _evaluate(rr, yy, x, npk, f, jac, dd, tmp, bits)
+    _jacobian(x, npk, jac, dd)
     cost = _robust(f, loss, f_scale, u, w, True)
-    _normal_equations(jac, u, w, hess, grad)
+    _normal_equations(jac, u, w, hess, grad, tmp)
     for i in range(n_par):
         diag[i] = hess[i, i]
     lam = lam0
@@ -288,19 +368,20 @@ def _lm(rr, yy, x, lower, upper, npk, loss, f_scale, max_iter, xtol, ftol, gtol,
             nu *= 2.0
             continue
         snorm, pred = _projected_step(x, step, grad, hess, lower, upper, xt)
-        _residuals(rr, yy, xt, npk, ft, jact, True)
-        cost_t = _robust(ft, loss, f_scale, ut, wt, True)
+        _evaluate(rr, yy, xt, npk, ft, jact, ddt, tmp, bits)
+        cost_t = _robust(ft, loss, f_scale, u, w, False)
         actual = cost - cost_t
         if math.isfinite(cost_t) and actual > 0.0 and pred > 0.0:
             ratio = actual / pred
             for i in range(n_par):
                 x[i] = xt[i]
             f, ft = ft, f
-            u, ut = ut, u
-            w, wt = wt, w
             jac, jact = jact, jac
+            dd, ddt = ddt, dd
             cost = cost_t
-            _normal_equations(jac, u, w, hess, grad)
+            _jacobian(x, npk, jac, dd)
+            _robust(f, loss, f_scale, u, w, True)
+            _normal_equations(jac, u, w, hess, grad, tmp)
             lam = _after_accept(hess, diag, lam, ratio)
             nu = 2.0
             if actual < ftol * cost and ratio > 0.25:
@@ -319,7 +400,11 @@ def _fit_rows(rr, ys, x0s, lower, upper, npk, loss, f_scale, max_iter, xtol, fto
     """Fit every row of ``ys`` (n, m) from ``x0s`` (n, P); results written to the output arrays."""
     n, m = ys.shape
     n_par = 3 * npk + 2
-    buf_m = np.empty((6 + 2 * n_par, m))
+    buf_m = np.empty((5 + 2 * n_par + 2 * npk, m))
+    for b in (5, 5 + n_par):  # the baseline rows of both Jacobians: ∂f/∂a = r, ∂f/∂b = 1
+        buf_m[b + 3 * npk] = rr
+        buf_m[b + 3 * npk + 1] = 1.0
+    bits = np.empty(m, dtype=np.int64)
     buf_p = np.empty((n_par + 4, n_par))
     mat = np.empty((n_par, n_par))
     free = np.empty(n_par, dtype=np.bool_)
@@ -352,9 +437,15 @@ def _fit_rows(rr, ys, x0s, lower, upper, npk, loss, f_scale, max_iter, xtol, fto
             # ordinary least squares first, loosely: from a rough start it reaches the robust optimum's basin in
             # far fewer iterations than the robust loss with its tiny f_scale does
             _, _, used = _lm(rr, yy, x, lower, upper, npk, 0, f_scale, max_iter, _PREFIT_TOL, _PREFIT_TOL, gtol,
-                             _LAMBDA0, buf_m, buf_p, mat, free)
+                             _LAMBDA0, buf_m, bits, buf_p, mat, free)
+            # then the robust loss with a wider f_scale, narrowed step by step: each stage starts near its optimum,
+            # and the last one near the target's, which the tiny f_scale alone reaches only by many short steps
+            for widen in _CONTINUATION:
+                _, _, it = _lm(rr, yy, x, lower, upper, npk, loss, f_scale * widen, max_iter, _PREFIT_TOL,
+                               _PREFIT_TOL, gtol, _LAMBDA0, buf_m, bits, buf_p, mat, free)
+                used += it
         cost, st, it = _lm(rr, yy, x, lower, upper, npk, loss, f_scale, max_iter, xtol, ftol, gtol, _LAMBDA0,
-                           buf_m, buf_p, mat, free)
+                           buf_m, bits, buf_p, mat, free)
         params[row, :] = x
         costs[row] = cost
         status[row] = st
@@ -613,9 +704,10 @@ def fit_gaussians(r: np.ndarray, g: np.ndarray, n_peaks: int, *, p0: np.ndarray 
     window : (low, high) or None
         Fit range in Å, inclusive (seed: 2.1–4); None uses all of ``r``.
     prefit : bool or None
-        Run a loose ordinary least-squares stage (ftol = xtol = 1e-2) before the
-        robust one. The result is an optimum of the robust objective either
-        way; from the rough :func:`initial_guess` this halves the iterations.
+        Run loose stages (ftol = xtol = 1e-2) before the robust one: ordinary
+        least squares, then the robust loss at 30, 10 and 3 × ``f_scale``. The
+        result is an optimum of the requested objective either way; from the
+        rough :func:`initial_guess` it saves a third to a half of the iterations.
         None (default): only when ``p0`` is None. An explicit ``p0`` is then
         followed without it, closer to scipy's path (from a poor start such as
         Table S1's, a non-convex problem's local optimum depends on the path).

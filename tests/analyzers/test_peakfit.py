@@ -114,6 +114,20 @@ def test_model_and_qois_against_direct_formulas():
         assert len(param_names(m)) == truth.shape[1]
 
 
+def test_vectorised_exp_against_numpy():
+    """The fits' exp kernel (Cody–Waite + Taylor) against numpy's exp over the arguments −d²/2 can take."""
+    from emlive.analyzers.peakfit import _exp_into
+
+    rng = np.random.default_rng(8)
+    a = np.concatenate([-0.5 * rng.uniform(0, 40, 5000) ** 2, [0.0, -1e-300, -707.9, -708.5, -745.2, -1e4]])
+    out = np.empty_like(a)
+    _exp_into(a, out, np.empty(a.size, dtype=np.int64))
+    ref = np.exp(a)
+    normal = ref > 1e-300
+    np.testing.assert_allclose(out[normal], ref[normal], rtol=1e-15, atol=0)
+    assert np.all(out[~normal] < 1e-300) and np.all(out >= 0)
+
+
 # ------------------------------------------------------------------ agreement with scipy
 @pytest.mark.parametrize("n_peaks", [1, 2])
 def test_synthetic_agrees_with_curve_fit_and_recovers_truth(n_peaks):
