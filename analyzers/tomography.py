@@ -21,10 +21,11 @@ slice or ``(n_tilts, n_slices, n_det)`` for a tilt series whose slices run along
 ``(n, n_slices, n)`` = ``(z, y, x)``, the layout of the phantom's volumes.
 
 SIRT is ASTRA's rule (``CSirtAlgorithm``): x ← clamp(x + λ C Aᵀ R (b − A x)) with R = 1 / row sums and
-C = 1 / column sums (0 where a sum is 0). HEBT (Zhong et al.; Yuan et al., Ultramicroscopy 2020)
-minimises (1 − α) Σₑ ‖W xₑ − pₑ‖² + α ‖Σₑ rₑ W xₑ − p_H‖² over xₑ ≥ 0; :func:`hebt` runs SIRT on the
-stacked system ``[√(1−α)·blockdiag(W) ; √α·(r₁W … r_E W)]`` without building it: the HAADF rows'
-forward projection is Σₑ rₑ (W xₑ), so one product with W serves all rows.
+C = 1 / column sums (0 where a sum is 0). HEBT (Zhong et al. 2017) is run as the seed (Yuan et al.,
+Ultramicroscopy 2020, eq. 17) writes it: SIRT on ``W_b = [(1−α)·blockdiag(W) ; α·(W … W)]`` with data
+``[(1−α) r₁p₁ … ; α p_H]`` and unknowns ``X_bₑ = rₑ xₑ`` (HAADF units). :func:`hebt` does this without
+building the stack: the HAADF rows' forward projection is Σₑ rₑ (W xₑ), so one product with W serves
+all rows, and it returns xₑ in the EDS units of the sinograms.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from scipy import ndimage
 from scipy.optimize import nnls
 
 __all__ = ["ParallelProjector", "sirt", "hebt", "response_ratios", "gaussian_filter_sinogram", "quantify", "ssim",
-           "mse"]
+           "ssim_structure", "mse"]
 
 logger = logging.getLogger(__name__)
 
@@ -253,12 +254,17 @@ def sirt(projector: ParallelProjector, sinograms: np.ndarray, x0: np.ndarray | N
 
 def hebt(projector: ParallelProjector, eds_sinos: np.ndarray, haadf_sino: np.ndarray, ratios, alpha: float,
          x0: np.ndarray | None = None, n_iter: int = 200, relaxation: float = 1.0, min_value: float | None = 0.0,
-         normalize: bool = True, callback: Callable[[int, np.ndarray], None] | None = None) -> np.ndarray:
-    """HAADF–EDS bimodal tomography: SIRT on the stacked system, all elements and slices at once.
+         callback: Callable[[int, np.ndarray], None] | None = None) -> np.ndarray:
+    """HAADF–EDS bimodal tomography: SIRT on the seed's stacked system (eq. 17), all elements and slices at once.
 
-    The rows are ``[√(1−α)·blockdiag(W) ; √α·(r₁W … r_E W)]`` and the data ``[√(1−α)·p₁ … ; √α·p_H]``;
-    the unknown is the joint non-negative ``(x₁ … x_E)``. The result equals :func:`sirt` on that
-    explicit stacked matrix (ASTRA's R and C of the stack), which is built implicitly here.
+    Rows ``(1−α)·blockdiag(W)`` with data ``(1−α) rₑ pₑ`` and ``α·(W … W)`` with data ``α p_H``, unknowns
+    ``X_bₑ = rₑ xₑ`` clamped at 0: ASTRA's R and C of that stack. Its column sums do not depend on α, and
+    each HAADF row sums E·W's row, so one iteration is, in EDS units,
+
+        xₑ ← max(xₑ + λ C [(1−α) Wᵀ R (pₑ − W xₑ) + α/(E rₑ) Wᵀ R (p_H − Σ_b r_b W x_b)], 0).
+
+    Scaling p_H (a detector gain) scales r and X_b alike, so the result does not depend on it. An
+    element with rₑ = 0 is invisible in the HAADF data; it gets plain SIRT on its own EDS rows.
 
     Parameters
     ----------
@@ -271,20 +277,16 @@ def hebt(projector: ParallelProjector, eds_sinos: np.ndarray, haadf_sino: np.nda
     ratios : array_like
         Response ratios r (``p_H ≈ Σₑ rₑ pₑ``), see :func:`response_ratios`.
     alpha : float
-        HAADF weight in [0, 1]; 0 gives independent EDS SIRT reconstructions.
+        HAADF weight in [0, 1] (the seed's α); 0 gives independent EDS SIRT reconstructions.
     x0 : ndarray, optional
         Warm start ``(E, n, n)`` or ``(E, n, n_slices, n)``.
-    normalize : bool
-        Divide r and p_H by mean(r), i.e. express the HAADF data in EDS units, so that α balances
-        comparable residuals whatever the detector gains (otherwise the HAADF term's weight grows
-        as r² and α loses its meaning). The minimiser changes only through this reweighting.
     n_iter, relaxation, min_value, callback
         As :func:`sirt`; the callback receives ``(k, x)`` with x ``(E, ...)``.
 
     Returns
     -------
     ndarray
-        ``(E, n, n)`` or ``(E, n, n_slices, n)``: the element maps xₑ.
+        ``(E, n, n)`` or ``(E, n, n_slices, n)``: the element maps xₑ, in the units of ``eds_sinos``.
     """
     _check_iter(n_iter, relaxation)
     if not (0.0 <= alpha <= 1.0):
@@ -302,18 +304,18 @@ def hebt(projector: ParallelProjector, eds_sinos: np.ndarray, haadf_sino: np.nda
     if any(ns != n_slices for _, ns in blocks):
         raise ValueError(f"eds_sinos slices {eds.shape} do not match haadf_sino {np.shape(haadf_sino)}")
     s = p_h.shape[1]
-    scale = r.mean() if normalize else 1.0
-    r = r / scale
     dt = projector.dtype.type
     b = np.ascontiguousarray(np.concatenate([blk for blk, _ in blocks], axis=1))  # (rows, E*S), column e*S + s
-    sa, sh = math.sqrt(1.0 - alpha), math.sqrt(alpha)
-    # H residual term = (p_H - Σ r F)/(Σr · rowsum) = q + Σ r D / Σr, with D = (p - F)/rowsum from the kernel.
-    q = (p_h / scale - np.tensordot(b.reshape(-1, n_el, s), r, axes=([1], [0]))) * projector.row_inv[:, None] / r.sum()
+    # H = R (p_H − Σ r W x) = q + Σₑ rₑ Dₑ, with Dₑ = R (pₑ − W xₑ) from the residual kernel.
+    q = (p_h - np.tensordot(b.reshape(-1, n_el, s), r, axes=([1], [0]))) * projector.row_inv[:, None]
     q = q.astype(projector.dtype)
-    w_d = np.repeat(np.full(n_el, sa), s).astype(projector.dtype)          # weight of D_e in G_e
-    w_h = np.repeat(sh * r, s).astype(projector.dtype)                     # weight of H in G_e
-    col_scale = _safe_inverse(np.repeat(sa + sh * r, s)).astype(projector.dtype)  # C_e = 1/((√(1−α)+√α rₑ) colsum)
-    rw = (r / r.sum()).astype(projector.dtype)
+    seen = r > 0
+    w_d = np.where(seen, 1.0 - alpha, 1.0)                                  # weight of Dₑ in Gₑ
+    w_h = np.where(seen, alpha / (n_el * np.where(seen, r, 1.0)), 0.0)      # weight of H in Gₑ
+    w_d = np.repeat(w_d, s).astype(projector.dtype)
+    w_h = np.repeat(w_h, s).astype(projector.dtype)
+    col_scale = np.ones(n_el * s, dtype=projector.dtype)
+    rw = r.astype(projector.dtype)
     if x0 is None:
         x = np.zeros((projector.n_pixels, n_el * s), dtype=projector.dtype)
     else:
@@ -406,6 +408,26 @@ def ssim(image: np.ndarray, reference: np.ndarray, data_range: float | None = No
     return float(s[tuple(slice(pad, -pad) for _ in range(x.ndim))].mean())
 
 
+def ssim_structure(image: np.ndarray, reference: np.ndarray, c: float = 0.0) -> float:
+    """SSIM's structure term over the whole image, ``(σ_xy + C) / (σ_x σ_y + C)`` (the seed's eq. 19-22, C = 0).
+
+    The seed scores its maps with this term alone because reconstructions are not on the reference's
+    intensity scale; with C = 0 it is the Pearson correlation of the two images.
+    """
+    x, y = np.asarray(image, dtype=float).ravel(), np.asarray(reference, dtype=float).ravel()
+    if x.shape != y.shape or x.size < 2:
+        raise ValueError(f"image and reference must have the same size >= 2, got {np.shape(image)} and "
+                         f"{np.shape(reference)}")
+    dx, dy = x - x.mean(), y - y.mean()
+    n1 = x.size - 1.0
+    sxy = float(dx @ dy) / n1
+    sx, sy = math.sqrt(float(dx @ dx) / n1), math.sqrt(float(dy @ dy) / n1)
+    den = sx * sy + c
+    if den <= 0:
+        raise ValueError("ssim_structure is undefined for a constant image with C = 0")
+    return (sxy + c) / den
+
+
 def mse(image: np.ndarray, reference: np.ndarray, scale: bool = False) -> float:
     """Mean squared error; ``scale=True`` first scales the image by the factor minimising it (the seed's MSE)."""
     x, y = np.asarray(image, dtype=float), np.asarray(reference, dtype=float)
@@ -490,7 +512,7 @@ def _update(indptr, indices, data, res, col_inv, col_scale, lam, lo, x):  # prag
 
 @numba.njit(parallel=True, cache=True, nogil=True, fastmath=_FASTMATH)
 def _hebt_combine(d, q, rw, w_d, w_h, n_el, s):  # pragma: no cover - compiled
-    """In place: G_e = √(1−α) D_e + √α rₑ H, H = q + Σₑ (rₑ/Σr) D_e (the stacked rows' back-projection input)."""
+    """In place: Gₑ = w_d Dₑ + w_h H, H = q + Σₑ rₑ Dₑ (the stacked rows' back-projection input, see hebt)."""
     for i in numba.prange(d.shape[0]):
         for c in range(s):
             h = q[i, c]
