@@ -206,7 +206,9 @@ class RadialIntegrator:
                              f"({n}, {self.shape[0]}, {self.shape[1]}), got {g.shape}")
         gm = np.ascontiguousarray(g.reshape(n, self.npix)).view(np.uint8)
         den = np.empty_like(num)
-        _csr_sums_masked(data, gm, values, indices, indptr, num, den)
+        exact32 = data.dtype.itemsize <= 2 or data.dtype == np.float32
+        work = np.empty((2, self.npix), dtype=np.float32 if exact32 else np.float64)
+        _csr_sums_masked(data, gm, values, indices, indptr, num, den, work[0], work[1])
         return num, den
 
     def integrate(self, frames: np.ndarray, good: np.ndarray | None = None) -> np.ndarray:
@@ -280,23 +282,33 @@ def _csr_sums(frames, values, indices, indptr, num):
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
-def _csr_sums_masked(frames, good, values, indices, indptr, num, den):
-    """As :func:`_csr_sums` with a per-frame 0/1 mask: also den[f, b] = Σ_j values[j] · good[f, indices[j]]."""
-    n = frames.shape[0]
+def _csr_sums_masked(frames, good, values, indices, indptr, num, den, mv, kf):
+    """As :func:`_csr_sums` with a per-frame 0/1 mask: also den[f, b] = Σ_j values[j] · good[f, indices[j]].
+
+    Per frame, the masked frame (0 where masked: a select, so a masked NaN never
+    reaches the sums) and the mask are first written out as floats ``mv``, ``kf``
+    (npix,), float32 when that is exact for the input: the row sums are then
+    gathers of one float type that LLVM vectorises, ~3× faster than gathering
+    the raw dtype and the uint8 mask with a select per matrix entry.
+    """
+    n, npix = frames.shape
     npt = indptr.size - 1
     for f in range(n):
         fr = frames[f]
         g = good[f]
+        for p in range(npix):
+            ok = g[p] != 0
+            mv[p] = fr[p] if ok else 0
+            kf[p] = 1 if ok else 0
         for b in range(npt):
             w = values[indptr[b]:indptr[b + 1]]
             ix = indices[indptr[b]:indptr[b + 1]]
             s = 0.0
             d = 0.0
             for j in range(w.size):
-                i = np.uint64(ix[j])
-                ok = g[i] != 0
-                wj = np.float64(w[j]) if ok else 0.0
-                s += wj * np.float64(fr[i]) if ok else 0.0  # a select, so a masked NaN never reaches the sum
-                d += wj
+                i = ix[j]
+                wj = np.float64(w[j])
+                s += wj * np.float64(mv[i])
+                d += wj * np.float64(kf[i])
             num[f, b] = s
             den[f, b] = d

@@ -263,3 +263,26 @@ def test_auto_mask_rejects_bad_input(synthetic):
     for call in bad_calls:
         with pytest.raises(ValueError):
             call()
+
+
+def test_auto_mask_with_precomputed_order_is_the_same(synthetic):
+    frames, _, ring, n_rings, good = synthetic
+    order = ring_order(ring, n_rings)
+    np.testing.assert_array_equal(auto_mask(frames, ring, n_rings, good, order=order),
+                                  reference_auto_mask(frames, ring, n_rings, good))
+    with pytest.raises(ValueError):
+        auto_mask(frames, ring, n_rings, good, order=(order[0][:-1], order[1]))
+
+
+def test_auto_mask_non_finite_pixel_does_not_stop_its_ring_clipping(synthetic):
+    """A NaN/inf pixel is bad and selected out of the ring statistics: the rest of its ring is still clipped."""
+    frames, _, ring, n_rings, good = synthetic
+    data = frames[:2].astype(np.float64).reshape(2, -1)
+    k = int(ring[np.flatnonzero(ring >= 0)[len(np.flatnonzero(ring >= 0)) // 2]])
+    members = np.flatnonzero(ring == k)
+    data[:, members[0]] = np.nan
+    data[:, members[1]] = np.inf
+    data[:, members[2]] = 1e6  # an outlier on the same ring
+    got = auto_mask(data, ring, n_rings, good)
+    np.testing.assert_array_equal(got, reference_auto_mask(data, ring, n_rings, good))
+    assert not got[:, members[:3]].any()
