@@ -55,7 +55,7 @@ from .levenberg import _active_set, _after_accept, _projected_step, _solve_dampe
 
 __all__ = [
     "FitResult", "fit_gaussians", "gaussian_model", "gaussian_qois", "initial_guess", "peak_position",
-    "param_names", "seed_parameters", "LOSSES", "DEFAULT_WINDOW",
+    "param_names", "seed_parameters", "two_peak_start", "LOSSES", "DEFAULT_WINDOW",
 ]
 
 DEFAULT_WINDOW = (2.1, 4.0)  # Å, seed Table S1 (iii)
@@ -661,6 +661,57 @@ def initial_guess(r: np.ndarray, g: np.ndarray, n_peaks: int, *, lower=None, upp
     out = np.empty((ys.shape[0], 3 * n_peaks + 2))
     _guess_rows(rr, ys, n_peaks, lo, hi, out)
     return out.reshape(*batch, 3 * n_peaks + 2)
+
+
+def two_peak_start(r: np.ndarray, g: np.ndarray, one_peak: np.ndarray, *, lower=None, upper=None,
+                   window: tuple[float, float] | None = DEFAULT_WINDOW) -> np.ndarray:
+    """Two-Gaussian start (..., 8) from a one-Gaussian fit (..., 5) of the same curves.
+
+    The fitted peak and baseline stay; the second peak sits at the largest residual
+    of that fit among the second centre's bounds (the upper tenth left out), 0.6 of
+    the first width, its area from that residual; the first area gives up half of
+    it. Why: from :func:`initial_guess`'s symmetric split, curves whose first peak
+    sits near its lower bound (Ni-rich glass) leave the second Gaussian collapsed
+    onto its bounds and use up ``max_iter``; from here about five times fewer do,
+    and the others end where they did. Rows whose one-peak fit is not finite get
+    :func:`initial_guess`'s start, rows whose curve is not finite the seed's (they are
+    not fitted). Everything is moved inside the bounds as there.
+    """
+    lo, hi = _bounds(2, lower, upper)
+    rr, ys, batch = _window_points(r, g, window, 3)
+    one = np.asarray(one_peak, dtype=float).reshape(-1, 5)
+    if one.shape[0] != ys.shape[0]:
+        raise ValueError(f"one_peak has {one.shape[0]} rows for {ys.shape[0]} curves")
+    with np.errstate(invalid="ignore", over="ignore"):   # rows without a fit are NaN: they fall back below
+        res = ys - gaussian_model(rr, one, 1)
+    top = hi[4] - 0.1 * (hi[4] - lo[4]) if math.isfinite(hi[4] - lo[4]) else hi[4]
+    search = (rr >= lo[4]) & (rr <= top)
+    if not search.any():
+        search = np.ones(rr.size, dtype=bool)
+    cols = np.flatnonzero(search)
+    sub = res[:, cols]
+    j = cols[np.argmax(np.where(np.isfinite(sub), sub, -np.inf), axis=1)]
+    h2 = np.maximum(res[np.arange(res.shape[0]), j], 0.0)
+    s2 = 0.6 * one[:, 2]
+    a2 = h2 * s2 * _SQRT2PI
+    with np.errstate(invalid="ignore"):
+        out = np.column_stack([one[:, 0] - 0.5 * a2, one[:, 1], one[:, 2], a2, rr[j], s2, one[:, 3], one[:, 4]])
+    margin = np.empty(8)
+    for i in range(8):   # as _guess_rows: 1e-3 of a finite range, else 1e-10 relative to the finite bound
+        if math.isfinite(lo[i]) and math.isfinite(hi[i]):
+            margin[i] = 1e-3 * (hi[i] - lo[i])
+        else:
+            margin[i] = 1e-10 * max(1.0, abs(lo[i]) if math.isfinite(lo[i]) else
+                                    (abs(hi[i]) if math.isfinite(hi[i]) else 1.0))
+    out = np.clip(out, lo + margin, hi - margin)
+    bad = ~np.isfinite(out).all(axis=1)
+    if bad.any():
+        fallback = np.empty((int(bad.sum()), 8))
+        _guess_rows(rr, np.ascontiguousarray(ys[bad]), 2, lo, hi, fallback)
+        out[bad] = fallback
+    nan = ~np.isfinite(out).all(axis=1)   # a curve that is not finite: any start (fit_gaussians skips the row)
+    out[nan] = np.clip(_SEED[2][0], lo + margin, hi - margin)
+    return out.reshape(*batch, 8)
 
 
 # ------------------------------------------------------------------ public fit

@@ -37,7 +37,7 @@ from .form_factors import electron_form_factor, normalized_composition
 from .integration import RadialIntegrator, inscribed_radius
 from .masks import auto_mask, ring_index, ring_order, static_mask
 from .pdf import PdfParams, PdfReducer
-from .peakfit import fit_gaussians, gaussian_qois, peak_position, seed_parameters
+from .peakfit import fit_gaussians, gaussian_qois, peak_position, seed_parameters, two_peak_start
 from .similarity import pearson_map
 from .snem_config import SnemConfig, parse_snem_config
 
@@ -272,11 +272,17 @@ class SnemAnalyzer(Analyzer):
         values: dict[str, np.ndarray] = {"r_max": r_max, "g_max": g_max, "scale": pdf.scale}
         times = [t0, t1, t2, t3, t4]
         rw, gw = self.r[self.fit_sel], gr[:, self.fit_sel]
+        one = None
         for n_peaks in (1, 2):
             if n_peaks in self.fits:
                 p0, lo, hi = self.fits[n_peaks]
+                prefit = None
+                if n_peaks == 2 and p0 is None and one is not None:   # the two-peak fit starts from the one-peak
+                    p0, prefit = two_peak_start(rw, gw, one, lower=lo, upper=hi, window=None), True
                 fit = fit_gaussians(rw, gw, n_peaks, p0=p0, lower=lo, upper=hi, loss=cfg.qoi.loss,
-                                    f_scale=cfg.qoi.f_scale, max_iter=cfg.qoi.max_iter, window=None)
+                                    f_scale=cfg.qoi.f_scale, max_iter=cfg.qoi.max_iter, window=None, prefit=prefit)
+                if n_peaks == 1:
+                    one = fit.params
                 values.update(self._fit_maps(fit, n_peaks))
             else:
                 values.update({k: np.full(n, np.nan) for k in _MAPS if k.startswith(f"fit{n_peaks}")})

@@ -17,7 +17,7 @@ import pytest
 from scipy.optimize import OptimizeWarning, curve_fit, least_squares
 
 from emlive.analyzers.peakfit import (LOSSES, fit_gaussians, gaussian_model, gaussian_qois, initial_guess,
-                                      param_names, peak_position, seed_parameters)
+                                      param_names, peak_position, seed_parameters, two_peak_start)
 from emlive.simulators.laminate import SnemLaminate
 
 F_SCALE = 0.005
@@ -180,6 +180,36 @@ def test_glass_curves_agree_with_curve_fit(glass_curves, n_peaks):
             assert_params_close(res.params[k], ref, n_peaks)
     assert n_checked >= 12
     assert n_same >= 0.9 * n_checked
+
+
+def test_two_peak_start_from_the_one_peak_fit_recovers_truth_and_matches_curve_fit():
+    """A strong first peak near its lower bound (Ni-rich glass) and a weak second: the analyzer's two-peak fit,
+    started from its one-peak fit, recovers the simulated peaks; curve_fit from that start is never better."""
+    rng = np.random.default_rng(21)
+    n = 24
+    truth = np.column_stack([rng.uniform(0.8, 1.2, n), rng.uniform(2.43, 2.5, n), rng.uniform(0.12, 0.16, n),
+                             rng.uniform(0.3, 0.5, n), rng.uniform(3.2, 3.5, n), rng.uniform(0.15, 0.2, n),
+                             rng.uniform(-0.2, 0.2, n), rng.uniform(-0.3, 0.3, n)])
+    y = gaussian_model(R, truth, 2) + rng.normal(0, 0.01, (n, R.size))
+    y[3, 40] = np.nan                                         # a row without a fit falls back, stays NaN
+    one = fit_gaussians(R, y, 1)
+    p0 = two_peak_start(R, y, one.params)
+    _, lo, hi = seed_parameters(2)
+    assert np.all((p0 > lo) & (p0 < hi))
+    res = fit_gaussians(R, y, 2, p0=p0, prefit=True)
+    assert not res.success[3] and np.isnan(res.params[3]).all()
+    good = np.flatnonzero(np.arange(n) != 3)
+    assert res.success[good].all()
+    np.testing.assert_allclose(res.params[good][:, [1, 4]], truth[good][:, [1, 4]], atol=0.02)
+    np.testing.assert_allclose(res.params[good][:, [0, 3]], truth[good][:, [0, 3]], rtol=0.15)
+    sel = (R >= 2.1 - 1e-9) & (R <= 4.0 + 1e-9)
+    for i in good[::4]:
+        ref, _ = ref_fit(R[sel], y[i, sel], p0[i], lo, hi)
+        assert res.cost[i] <= ref_cost(R[sel], y[i, sel], ref) * (1 + 1e-7)
+    assert p0.shape == (n, 8) and two_peak_start(R, y.reshape(2, 12, -1), one.params.reshape(2, 12, 5)).shape == \
+        (2, 12, 8)
+    with pytest.raises(ValueError, match="rows"):
+        two_peak_start(R, y, one.params[:5])
 
 
 def test_seed_start_agrees_with_curve_fit():

@@ -173,10 +173,13 @@ def test_configuration_errors_name_the_field():
 
 
 def test_fit_maps_agree_with_curve_fit_on_well_posed_positions(laminate):
-    """The live fit maps equal scipy's curve_fit (same model, bounds, start, trf, soft-L1) on the same G(r)."""
+    """The live fit maps equal scipy's curve_fit (same model, bounds, start, trf, soft-L1) on the same G(r).
+
+    The start is the analyzer's: the one-Gaussian fit of the curve, extended by :func:`two_peak_start`.
+    """
     from scipy.optimize import curve_fit
 
-    from emlive.analyzers.peakfit import initial_guess, seed_parameters
+    from emlive.analyzers.peakfit import fit_gaussians, seed_parameters, two_peak_start
 
     _, truth, host, store = laminate
     r = host.r
@@ -191,7 +194,7 @@ def test_fit_maps_agree_with_curve_fit_on_well_posed_positions(laminate):
     compared = 0
     for i in glass_idx:
         g = store["gr"][i].astype(np.float64)
-        p0 = initial_guess(r, g, 2, window=(2.1, 4.0))
+        p0 = two_peak_start(r, g, fit_gaussians(r, g, 1, window=(2.1, 4.0)).params, window=(2.1, 4.0))
         ref, _ = curve_fit(model, r[sel], g[sel], p0=p0, bounds=(lo, hi), method="trf", loss="soft_l1",
                            f_scale=0.005, ftol=1e-12, xtol=1e-12, gtol=1e-12, max_nfev=5000)
         at_bound = np.any(np.isclose(ref, lo, atol=1e-3) | np.isclose(ref, hi, atol=1e-3))
