@@ -151,16 +151,21 @@ def test_sirt_converges_on_noiseless_data():
 
 
 # ----------------------------------------------------------------------------------------- seed's 2D phantom
-def core_shell_slice(sim: EDSParticle, sub: int = 4) -> np.ndarray:
-    """True Ag, Au number densities (atoms/nm³) of the y = 0 slice, (2, z, x), from the phantom's geometry."""
+def _area_fractions(sim: EDSParticle, sub: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Fractions of each pixel's area (sub × sub samples) in the core and in the shell of the y = 0 slice."""
     n, px = sim.scan_shape[1], sim.pixel_nm
     c = ((np.arange(n * sub) + 0.5) / sub - n / 2) * px
     z, x = np.meshgrid(c, c, indexing="ij")
     oz, oy, ox = sim.core_offset_nm
     outer = z ** 2 + x ** 2 <= sim.r_outer_nm ** 2
     core = (z - oz) ** 2 + oy ** 2 + (x - ox) ** 2 <= sim.r_core_nm ** 2
-    f_core = core.reshape(n, sub, n, sub).mean(axis=(1, 3))
-    f_shell = (outer & ~core).reshape(n, sub, n, sub).mean(axis=(1, 3))
+    return (core.reshape(n, sub, n, sub).mean(axis=(1, 3)),
+            (outer & ~core).reshape(n, sub, n, sub).mean(axis=(1, 3)))
+
+
+def core_shell_slice(sim: EDSParticle, sub: int = 4) -> np.ndarray:
+    """True Ag, Au number densities (atoms/nm³) of the y = 0 slice, (2, z, x), from the phantom's geometry."""
+    f_core, f_shell = _area_fractions(sim, sub)
     return np.stack([sim.core_density[a] * f_core + sim.shell_density[a] * f_shell for a in range(2)])
 
 
@@ -288,20 +293,98 @@ def test_esf_threshold_finds_the_particle_of_a_noisy_reconstruction(seed_2d, met
     assert wrong < 0.08 * particle.sum()  # the pixelised outline: partial boundary pixels
 
 
-@pytest.mark.xfail(strict=True, reason="issue 7: quantified Ag maps score as well, not better (seed eq. 19: HEBT "
-                                       "n=200 0.954-0.956 at α 0.6-0.8 vs EDS-only 0.959 at n=20); both reach 0.986-0.989 "
-                                       "inside the true outline, so the ESF mask at the pixelised edge decides")
-def test_hebt_quantified_ag_map_beats_eds_only(seed_2d):
-    """The seed's Fig. 13: HEBT's quantified Ag map beats the best EDS-only one for α >= 0.6, scored by eq. 19."""
-    proj, eds, sim = seed_2d["proj"], seed_2d["eds"], seed_2d["sim"]
+# The seed's experiment itself (issue 7). §3.1.1 and Fig. 1: the phantom is a 2D X–Z slice of an Ag–Au
+# particle whose pixels hold one of two compositions (core 80 wt% Au / 20 wt% Ag, shell 20/80), and §3.1.2
+# (eqs. 19-22, "two signals with the same size") scores every reconstruction against that image, so it is a
+# 97 × 97 image on the reconstruction's 1.5 nm grid. The seed gives no radii (only the figure); we keep the
+# simulator's (25 nm, core 12 nm off-centre). §2.3/§3.1.1: its sinograms came from MC X-ray run on that
+# phantom; Poisson noise went on the EDS ones, then a Gaussian filter (σ 0.8); HAADF was simulated with 1e5
+# electrons and used unfiltered. We have no Monte Carlo code, so the phantom is projected with the seed's
+# thin-film ray sums (§2.1 eqs. 9-10, w_ij = area where beam and pixel meet; §2.2 eq. 14) through our
+# projector, which is that strip integral of the pixel image (checked below against a 4× finer projection).
+# These sinograms lie exactly in W's range (no model error, unlike MC X-ray's); see the test below.
+def pixel_phantom(sim: EDSParticle) -> np.ndarray:
+    """Ag, Au number densities (atoms/nm³) of the seed's pixel phantom, (2, z, x), on the y = 0 scan row.
+
+    A pixel is core, shell or vacuum by where its centre lies: Fig. 1 has only those three compositions,
+    so mixed boundary pixels are not part of the seed's phantom. For this particle the rule picks the
+    same pixels as "at least 50 % of the area" (checked below).
+    """
+    c = (np.arange(sim.scan_shape[1]) - (sim.scan_shape[1] - 1) / 2) * sim.pixel_nm
+    z, x = np.meshgrid(c, c, indexing="ij")
+    oz, oy, ox = sim.core_offset_nm
+    core = (z - oz) ** 2 + oy ** 2 + (x - ox) ** 2 <= sim.r_core_nm ** 2
+    shell = (z ** 2 + x ** 2 <= sim.r_outer_nm ** 2) & ~core
+    return np.stack([sim.core_density[a] * core + sim.shell_density[a] * shell for a in range(2)])
+
+
+@pytest.fixture(scope="module")
+def seed_pixel_2d():
+    """The seed's 2D experiment on its pixel phantom: noiseless sinograms and the signal scales of ``seed_2d``."""
+    dose, omega = 3.121e8, 0.0224  # as seed_2d (dose §3.1.1; Ω·ε chosen there for Fig. 4's n ≈ 50)
+    sim = EDSParticle(shape=SEED_N, voxel_nm=SEED_PIXEL, scan_shape=(1, SEED_N), tilt_angles_deg=SEED_ANGLES,
+                      dose=dose, solid_angle_sr=omega)
+    truth = pixel_phantom(sim)
+    proj = ParallelProjector(SEED_N, SEED_ANGLES, pixel_size=SEED_PIXEL)
+    exact = np.stack([proj.forward(m) for m in truth])  # atoms/nm², (2, tilts, positions)
+    per_atom = dose * omega / (4 * np.pi) * sim.line_cross_sections_nm2  # EDS counts per atom/nm²
+    haadf_per_atom = 1e5 * sim.haadf_collection * sim.haadf_weights_nm2  # HAADF counts per atom/nm²
+    return {"sim": sim, "truth": truth, "proj": proj, "exact": exact, "per_atom": per_atom,
+            "haadf_per_atom": haadf_per_atom}
+
+
+def _pixel_data(fx, noise_seed: int):
+    """One noisy acquisition: Poisson EDS counts, filtered with σ 0.8, in atoms/nm²; Poisson HAADF counts."""
+    rng = np.random.default_rng(noise_seed)
+    per_atom = fx["per_atom"].reshape(-1, 1, 1)
+    noisy = rng.poisson(fx["exact"] * per_atom).astype(float)
+    eds = np.stack([gaussian_filter_sinogram(s, 0.8) for s in noisy]) / per_atom
+    haadf = rng.poisson(np.tensordot(fx["haadf_per_atom"], fx["exact"], axes=1)).astype(float)
+    return eds, haadf
+
+
+def test_pixel_phantom_is_the_seeds_two_composition_image(seed_pixel_2d):
+    sim, truth = seed_pixel_2d["sim"], seed_pixel_2d["truth"]
+    wt = quantify(truth, factors=1 / sim.atomic_weight)
+    inside = truth.sum(axis=0) > 0
+    found = {tuple(np.round(v, 12)) for v in wt[:, inside].T}
+    assert found == {tuple(sim.core_wt), tuple(sim.shell_wt)}  # only Fig. 1's two compositions
+    # the centre rule equals "≥ 50 % of the pixel's area" for the particle and for its core (8 × 8 samples)
+    f_core, f_shell = _area_fractions(sim, sub=8)
+    np.testing.assert_array_equal(inside, f_core + f_shell >= 0.5)
+    np.testing.assert_array_equal(inside & np.isclose(wt[1], sim.core_wt[1]), f_core >= 0.5)
+    assert inside.sum() == pytest.approx(np.pi * sim.r_outer_nm ** 2 / sim.pixel_nm ** 2, abs=15)
+    # the sinograms are the image's strip integrals: a 4× finer projection of the same pixels agrees
+    fine_proj = ParallelProjector(4 * SEED_N, SEED_ANGLES, pixel_size=SEED_PIXEL / 4)
+    up = np.repeat(np.repeat(truth[0], 4, axis=0), 4, axis=1)
+    binned = fine_proj.forward(up).reshape(SEED_ANGLES.size, SEED_N, 4).sum(axis=2) / 4
+    np.testing.assert_allclose(binned, seed_pixel_2d["exact"][0], rtol=1e-12, atol=1e-12 * binned.max())
+
+
+@pytest.mark.parametrize("noise_seed", range(3))
+def test_hebt_quantified_ag_map_beats_eds_only(seed_pixel_2d, noise_seed):
+    """The seed's Fig. 13 on its pixel phantom: HEBT's quantified Ag map beats the best EDS-only one for α >= 0.6.
+
+    Scored by eq. 19 (C = 0) against the phantom's own weight fractions. EDS-only: best of n = 20, 50, 100,
+    200 (Fig. 13's yellow line, from Fig. 6); HEBT: n = 200 (Figs. 11, 13). Over noise seeds 0-9 the
+    smallest gain at α 0.6-0.8 was 0.009 (seed 3), the median 0.016; the margin 0.005 is about half the
+    smallest. The reference decides, not the exact-range data: the analytic particle's chord sinograms
+    (model error included) scored against this phantom gain 0.007-0.021 (seeds 0-4), but against
+    ``seed_2d``'s touched-pixel outline the two tie (0.954-0.956 vs 0.959).
+    """
+    proj, sim = seed_pixel_2d["proj"], seed_pixel_2d["sim"]
     factors = 1 / sim.atomic_weight
-    wt_true = quantify(seed_2d["truth"], factors=factors)
-    best_eds = max(ssim_structure(_quantified(np.stack([sirt(proj, e, n_iter=n) for e in eds]), factors)[0][0],
-                                  wt_true[0]) for n in (20, 50, 100, 200))
-    r = response_ratios(seed_2d["haadf"], eds)
-    for alpha in (0.6, 0.8):
-        wt = _quantified(hebt(proj, eds, seed_2d["haadf"], r, alpha, n_iter=200), factors)[0]
-        assert ssim_structure(wt[0], wt_true[0]) > best_eds + 0.01, alpha
+    wt_true = quantify(seed_pixel_2d["truth"], factors=factors)
+    eds, haadf = _pixel_data(seed_pixel_2d, noise_seed)
+    x, done, best_eds = None, 0, -1.0
+    for n in (20, 50, 100, 200):  # both elements as two slices of one SIRT, continued from the last n
+        x = sirt(proj, eds.transpose(1, 0, 2), x0=x, n_iter=n - done)
+        done = n
+        best_eds = max(best_eds, ssim_structure(_quantified(x.transpose(1, 0, 2), factors)[0][0], wt_true[0]))
+    r = response_ratios(haadf, eds)
+    for alpha in (0.6, 0.7, 0.8):
+        wt = _quantified(hebt(proj, eds, haadf, r, alpha, n_iter=200), factors)[0]
+        assert ssim_structure(wt[0], wt_true[0]) > best_eds + 0.005, alpha
 
 
 def test_quantify_recovers_the_phantoms_weight_fractions(seed_2d):
