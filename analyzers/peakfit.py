@@ -66,6 +66,9 @@ _LAMBDA0 = 1e-3  # initial Marquardt damping, relative to diag(JᵀWJ)
 _PREFIT_TOL = 1e-2  # ftol = xtol of the least-squares stage and of the continuation stages
 _CONTINUATION = (30.0, 10.0, 3.0)  # f_scale multiples of the robust stages before the requested one
 _FASTMATH = {"reassoc", "contract", "arcp"}  # vectorised sums; no 'nnan'/'ninf': NaN checks must survive
+# Not on _jacobian and _lm: with fast-math, LLVM optimised them differently when their callees were inlined
+# (a fresh compile) than when linked from numba's cache, so a worker that compiled and a host that loaded
+# the cache disagreed in the last bits, and ~8 % of two-peak fits ended in another local optimum.
 _WINDOW_TOL = 1e-9  # Å: grids built with np.arange end at 4.000000000000005
 _EPS = 2.220446049250313e-16  # floor of the Hessian weights (scipy's EPS)
 # exp by Cody–Waite reduction (ln 2 split as in fdlibm) and the Taylor coefficients 1/k! of e^t
@@ -232,7 +235,7 @@ def _evaluate(rr, yy, x, npk, f, jac, dd, tmp, bits):
             f[k] += area * gk
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_FASTMATH)
+@numba.njit(cache=True, nogil=True)
 def _jacobian(x, npk, jac, dd):
     """The centre and width rows of the Jacobian from G_p and d (:func:`_evaluate`); the baseline rows are fixed."""
     m = jac.shape[1]
@@ -331,7 +334,7 @@ def _normal_equations(jac, u, w, hess, grad, tmp):
             hess[j, i] = s
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_FASTMATH)
+@numba.njit(cache=True, nogil=True)
 def _lm(rr, yy, x, lower, upper, npk, loss, f_scale, max_iter, xtol, ftol, gtol, lam0, buf_m, bits, buf_p, mat,
         free):
     """Projected Levenberg–Marquardt on the robust objective from ``x`` (updated in place).
