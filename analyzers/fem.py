@@ -63,10 +63,11 @@ into bands of rows; per band, the ring sums of I and I² gather the band's ring
 pixels (sorted by ring, so a ring's sums stay in registers) and the per-pixel sums
 run over its rows in natural order (vectorised). Frames of one thickness bin go
 four at a time. For uint8/uint16 frames a vectorised pass first packs the four
-frames' band two frames per 64-bit word (I, and I² in a second word, 32-bit lanes)
-while it adds the per-pixel sums, so the gather does one load and one add per
-word for two frames and no multiply; a lane sum that could pass 2³² (the longest
-segment × the band's largest value² ≥ 2³²) splits the I² words into 64-bit sums
+frames' band into 64-bit words while it adds the per-pixel sums, so the gather
+does one load and one add per word for several frames and no multiply: four
+frames' I in 16-bit lanes and their I² in two words of 32-bit lanes where a
+segment's ΣI fits 16 bits (a counting detector's few counts), else two frames' I
+per word; a lane sum that could pass 2³² splits the I² words into 64-bit sums
 instead, so the sums stay exact. Other dtypes gather the four frames directly.
 Per-pixel results (VImage, the variance image) are rebuilt every ``live_every``
 merged frames and at the end.
@@ -277,6 +278,14 @@ def _band1(flat, f, seg_pix, seg_start, seg_ring, s_lo, s_hi, row_lo, row_hi, r_
 _LO32, _SH32 = np.uint64(0xFFFFFFFF), np.uint64(32)
 
 
+@numba.njit(cache=True, nogil=True)
+def _four_frames(flat, f0, f1, f2, f3, blank):  # pragma: no cover - numba
+    """The frames of a packed group; an index ≥ ``flat.shape[0]`` stands for ``blank`` (zeros, pads a short run)."""
+    nf = flat.shape[0]
+    return (flat[f0] if f0 < nf else blank, flat[f1] if f1 < nf else blank, flat[f2] if f2 < nf else blank,
+            flat[f3] if f3 < nf else blank)
+
+
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
 def _pack4(flat, f0, f1, f2, f3, row_lo, row_hi, r_lo, r_hi, off, w, s1, s2, acc, blank):  # pragma: no cover
     """Pack four uint8/uint16 frames' band as two frames per uint64 (32-bit lanes): I and I², per-pixel sums too.
@@ -284,11 +293,7 @@ def _pack4(flat, f0, f1, f2, f3, row_lo, row_hi, r_lo, r_hi, off, w, s1, s2, acc
     Contiguous and vectorised; returns the OR of every value (≥ the band's maximum) for the overflow check.
     A frame index ≥ ``flat.shape[0]`` stands for ``blank`` (zeros), which pads a run of fewer than four frames.
     """
-    nf = flat.shape[0]
-    g0 = flat[f0] if f0 < nf else blank
-    g1 = flat[f1] if f1 < nf else blank
-    g2 = flat[f2] if f2 < nf else blank
-    g3 = flat[f3] if f3 < nf else blank
+    g0, g1, g2, g3 = _four_frames(flat, f0, f1, f2, f3, blank)
     w0, w1, w2, w3 = w[0], w[1], w[2], w[3]
     top = np.uint64(0)
     for r in range(r_lo, r_hi):
@@ -317,11 +322,7 @@ def _pack3(flat, f0, f1, f2, f3, row_lo, row_hi, r_lo, r_hi, off, w, s1, s2, acc
 
     The lanes only hold if every segment's ΣI < 2¹⁶: the caller checks the returned OR of every value.
     """
-    nf = flat.shape[0]
-    g0 = flat[f0] if f0 < nf else blank
-    g1 = flat[f1] if f1 < nf else blank
-    g2 = flat[f2] if f2 < nf else blank
-    g3 = flat[f3] if f3 < nf else blank
+    g0, g1, g2, g3 = _four_frames(flat, f0, f1, f2, f3, blank)
     w0, w1, w2 = w[0], w[1], w[2]
     top = np.uint64(0)
     for r in range(r_lo, r_hi):
