@@ -339,8 +339,8 @@ def _lm(rr, yy, x, lower, upper, npk, loss, f_scale, max_iter, xtol, ftol, gtol,
         free):
     """Projected Levenberg–Marquardt on the robust objective from ``x`` (updated in place).
 
-    Returns (cost, status, iterations). ``buf_m`` (5 + 2·(P + m), m) and ``buf_p``
-    (P + 4, P) are scratch; rows 3m, 3m+1 of both Jacobians in ``buf_m`` must hold r and 1.
+    Returns (cost, status, iterations). ``buf_m`` (5 + 2·(P + npk), m) and ``buf_p``
+    (P + 4, P) are scratch; rows 3·npk, 3·npk + 1 of both Jacobians in ``buf_m`` must hold r and 1.
     A trial point costs the residuals and the loss only; the Jacobian and the weights are
     completed once it is accepted.
     """
@@ -476,6 +476,18 @@ def _interp_at(rr, y, x):
 
 
 @numba.njit(cache=True, nogil=True)
+def _box_margin(lo, hi):  # pragma: no cover - numba
+    """How far inside [lo, hi] a start is moved: 1e-3 of a finite range, else 1e-10 relative to the finite bound."""
+    if math.isfinite(lo) and math.isfinite(hi):
+        return 1e-3 * (hi - lo)
+    if math.isfinite(lo):
+        return 1e-10 * max(1.0, abs(lo))
+    if math.isfinite(hi):
+        return 1e-10 * max(1.0, abs(hi))
+    return 0.0
+
+
+@numba.njit(cache=True, nogil=True)
 def _guess_rows(rr, ys, npk, lower, upper, out):
     """Data-driven start per row: baseline through the minima either side of the peak, heights, moments, HWHM."""
     n, m = ys.shape
@@ -575,14 +587,10 @@ def _guess_rows(rr, ys, npk, lower, upper, out):
             out[row, 5] = 0.6 * sd
         out[row, 3 * npk] = slope
         out[row, 3 * npk + 1] = icpt
-        # into the box: 1e-3 of a finite range (or 1e-10 relative) away from the bounds
-        for i in range(3 * npk + 2):
+        for i in range(3 * npk + 2):   # into the box
             lo = lower[i]
             hi = upper[i]
-            if math.isfinite(lo) and math.isfinite(hi):
-                margin = 1e-3 * (hi - lo)
-            else:
-                margin = 1e-10 * max(1.0, abs(lo) if math.isfinite(lo) else abs(hi))
+            margin = _box_margin(lo, hi)
             v = out[row, i]
             if v < lo + margin:
                 v = lo + margin
@@ -699,13 +707,7 @@ def two_peak_start(r: np.ndarray, g: np.ndarray, one_peak: np.ndarray, *, lower=
     a2 = h2 * s2 * _SQRT2PI
     with np.errstate(invalid="ignore"):
         out = np.column_stack([one[:, 0] - 0.5 * a2, one[:, 1], one[:, 2], a2, rr[j], s2, one[:, 3], one[:, 4]])
-    margin = np.empty(8)
-    for i in range(8):   # as _guess_rows: 1e-3 of a finite range, else 1e-10 relative to the finite bound
-        if math.isfinite(lo[i]) and math.isfinite(hi[i]):
-            margin[i] = 1e-3 * (hi[i] - lo[i])
-        else:
-            margin[i] = 1e-10 * max(1.0, abs(lo[i]) if math.isfinite(lo[i]) else
-                                    (abs(hi[i]) if math.isfinite(hi[i]) else 1.0))
+    margin = np.array([_box_margin(a, b) for a, b in zip(lo, hi)])   # into the box, as _guess_rows
     out = np.clip(out, lo + margin, hi - margin)
     bad = ~np.isfinite(out).all(axis=1)
     if bad.any():
