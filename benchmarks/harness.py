@@ -21,12 +21,12 @@ def reporter(as_json: bool) -> Say:
     return lambda *a: print(*a, file=stream, flush=True)
 
 
-def warn_if_loaded(say: Say, limit: float = 0.5) -> None:
-    """Say so when other processes already load the cores: the numbers will be low."""
+def warn_if_loaded(say: Say, limit: float = 0.5, what: str = "the numbers") -> None:
+    """Say so when other processes already load the cores: ``what`` will be low."""
     load = os.getloadavg()[0]
     if load > limit:
         say(f"warning: load average {load:.2f} before the start: other processes share the cores, "
-            f"the numbers will be low")
+            f"{what} will be low")
 
 
 def run_cases(name: str, cases: dict, selected, sizes, default_sizes: dict, args, say: Say) -> list[dict]:

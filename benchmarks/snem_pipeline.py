@@ -75,7 +75,7 @@ import warnings
 
 import numpy as np
 
-from harness import reporter
+from harness import reporter, warn_if_loaded
 
 NAME = "snem_pipeline"
 STAGES = ("mask", "integrate", "pdf", "peaks", "fit1", "fit2", "regions")
@@ -469,10 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     say = reporter(args.json)
     say(f"{NAME}: {os.cpu_count()} cores, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, chunks of "
         f"{args.chunk}, {args.workers} worker processes for the multi-core run, best of {args.repeat}")
-    load = os.getloadavg()[0]
-    if load > 0.5:
-        say(f"warning: load average {load:.2f} before the start: other processes share the cores, "
-            f"the numbers (above all the two-process one) will be low")
+    warn_if_loaded(say, what="the numbers (above all the two-process one)")
     rows = []
     for size in args.sizes:
         n = args.frames or (256 if args.quick else DEFAULT_FRAMES.get(size, 1024))
