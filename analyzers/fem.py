@@ -636,6 +636,81 @@ def _take_and_clear(s1, s2, pix, row_lo, row_hi, p1, p2):  # pragma: no cover - 
                 a2[i] = 0
 
 
+@numba.njit(cache=True, nogil=True)
+def _merge_ring_states(idx, counts, n, mean_a, m2_a, sum_w, n_r, mean_v, m2_v, p_mean_a, p_m2_a, p_sum_w, p_n_r,
+                       p_mean_v, p_m2_v):  # pragma: no cover - numba
+    """In place: a partial's per-bin ring states (rows ``i`` for bins ``idx[i]``) into the host's, by Chan's update.
+
+    The same arithmetic as :func:`.moments.merge_moments` on each element, without its temporaries: the
+    host merges every chunk, and on (bins × rings) arrays numpy's per-call cost was most of the merge.
+    ``n`` (per bin) is not updated here: the caller still needs it for the per-pixel states.
+    """
+    for i in range(idx.size):
+        nb = counts[i]
+        if nb <= 0:
+            continue
+        b = idx[i]
+        na = n[b]
+        tot = na + nb
+        wb, cross = nb / tot, na * nb / tot
+        for k in range(mean_a.shape[1]):
+            d = p_mean_a[i, k] - mean_a[b, k]
+            mean_a[b, k] = mean_a[b, k] + d * wb
+            m2_a[b, k] = m2_a[b, k] + p_m2_a[i, k] + d * d * cross
+            sum_w[b, k] += p_sum_w[i, k]
+            ra, rb = n_r[b, k], p_n_r[i, k]
+            rt = ra + rb
+            if rt > 0:
+                e = p_mean_v[i, k] - mean_v[b, k]
+                mean_v[b, k] = mean_v[b, k] + e * (rb / rt)
+                m2_v[b, k] = m2_v[b, k] + p_m2_v[i, k] + e * e * (ra * rb / rt)
+            else:
+                mean_v[b, k] = 0.0
+                m2_v[b, k] = 0.0
+            n_r[b, k] = rt
+
+
+@numba.njit(cache=True, nogil=True)
+def _pixel_v(n, mean, m2, ddof, gain, correct):  # pragma: no cover - numba
+    """V of one pixel over probes, (var − G·mean)/mean² (without G with the correction off); NaN where n ≤ ddof
+    or the mean is not > 0."""
+    var = m2 / (n - ddof) if n > ddof else np.nan
+    if correct:
+        var = var - gain * mean
+    return var / (mean * mean) if mean > 0 else np.nan
+
+
+@numba.njit(cache=True, nogil=True)
+def _vimage(n, mean, m2, ring, ddof, gain, correct, s_bins, c_bins, s_all, c_all, v_all):  # pragma: no cover
+    """VImage per bin and combined in one pass over the pixels: sums and counts of the finite per-pixel V per ring
+    (``s_*``, ``c_*``, zeroed by the caller) and the combined per-pixel V (``v_all``). The bins' states combine by
+    Chan's update in bin order, the same arithmetic as :func:`.moments.merge_moments`."""
+    nb, g = mean.shape
+    for j in range(g):
+        k = ring[j]
+        nt, mt, qt = n[0], mean[0, j], m2[0, j]
+        for b in range(nb):
+            if b:
+                nbb = n[b]
+                tot = nt + nbb
+                if tot > 0:
+                    d = mean[b, j] - mt
+                    mt = mt + d * (nbb / tot)
+                    qt = qt + m2[b, j] + d * d * (nt * nbb / tot)
+                else:
+                    mt = qt = 0.0
+                nt = tot
+            x = _pixel_v(n[b], mean[b, j], m2[b, j], ddof, gain, correct)
+            if np.isfinite(x):
+                s_bins[b, k] += x
+                c_bins[b, k] += 1.0
+        x = _pixel_v(nt, mt, qt, ddof, gain, correct)
+        v_all[j] = x
+        if np.isfinite(x):
+            s_all[k] += x
+            c_all[k] += 1.0
+
+
 # ------------------------------------------------------------------ analyzer
 class FemAnalyzer(Analyzer):
     """FEM variance V(k): Ω, r, re and VImage per thickness bin and combined, live.
@@ -830,21 +905,16 @@ class FemAnalyzer(Analyzer):
         for name in ("annular_variance", "thickness", "thickness_bin"):
             store[name][sl] = v[name]
         counts = np.asarray(v["bin_counts"], dtype=np.float64)
-        keep = counts > 0
-        idx = np.asarray(v["bins_present"], dtype=np.int64)[keep]    # distinct bins: one vectorised Chan step
+        idx = np.asarray(v["bins_present"], dtype=np.int64)
         if idx.size:
-            na, nb_ = self._n[idx], counts[keep]
-            _, self._mean_a[idx], self._m2_a[idx] = merge_moments(
-                na[:, None], self._mean_a[idx], self._m2_a[idx], nb_[:, None], v["mean_a"][keep], v["m2_a"][keep])
-            self._sum_w[idx] += v["sum_w"][keep]
-            self._n_r[idx], self._mean_v[idx], self._m2_v[idx] = merge_moments(
-                self._n_r[idx], self._mean_v[idx], self._m2_v[idx], v["n_r"][keep], v["mean_v"][keep],
-                v["m2_v"][keep])
-            for i in np.flatnonzero(keep):
-                b = int(v["bins_present"][i])
+            _merge_ring_states(idx, counts, self._n, self._mean_a, self._m2_a, self._sum_w, self._n_r, self._mean_v,
+                               self._m2_v, *(np.asarray(v[key], dtype=np.float64) for key in
+                                             ("mean_a", "m2_a", "sum_w", "n_r", "mean_v", "m2_v")))
+            for i in np.flatnonzero(counts > 0):
+                b = int(idx[i])
                 merge_sums_into(self._n[b], self._pix_mean[b], self._pix_m2[b], int(counts[i]), v["pix_s1"][i],
                                 v["pix_s2"][i], v.get("pix_ref"))
-            self._n[idx] = na + nb_
+                self._n[b] += counts[i]
         self._since_rings += partial.count
         if self._since_rings >= _RING_UPDATE_FRAMES:
             self._update_rings(store)
@@ -897,31 +967,16 @@ class FemAnalyzer(Analyzer):
         store["mean_intensity"][:] = est["mean"]
         store["probes_bins"][:] = self._n
 
-    def pixel_variance(self, n: float, mean: np.ndarray, m2: np.ndarray) -> np.ndarray:
-        """Per-pixel V (good ring pixels, in ``pix`` order) from a pixel state; NaN where the mean is not > 0."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            var = variance(n, m2, self.ddof)
-            if self.correct:
-                var = var - self.gain * mean
-            return np.where(mean > 0, var / (mean * mean), np.nan)
-
-    def _ring_average(self, v: np.ndarray) -> np.ndarray:
-        ok = np.isfinite(v)
-        s = np.bincount(self.ring_of_pix, weights=np.where(ok, v, 0.0), minlength=self.n_rings)
-        c = np.bincount(self.ring_of_pix, weights=ok.astype(np.float64), minlength=self.n_rings)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(c > 0, s / c, np.nan)
-
     def _update_pixels(self, store: ResultBuffers) -> None:
         self._since_pixels = 0
-        n, mean, m2 = self._n[0], self._pix_mean[0], self._pix_m2[0]
-        for b in range(self.n_bins):
-            store["v_vimage_bins"][b] = self._ring_average(self.pixel_variance(self._n[b], self._pix_mean[b],
-                                                                               self._pix_m2[b]))
-            if b:
-                n, mean, m2 = merge_moments(n, mean, m2, self._n[b], self._pix_mean[b], self._pix_m2[b])
-        v = self.pixel_variance(float(n), mean, m2)
-        store["v_vimage"][:] = self._ring_average(v)
+        nb, nk = self.n_bins, self.n_rings
+        s_bins, c_bins, s_all, c_all = np.zeros((nb, nk)), np.zeros((nb, nk)), np.zeros(nk), np.zeros(nk)
+        v = np.empty(self.pix.size)
+        _vimage(self._n, self._pix_mean, self._pix_m2, self.ring_of_pix, float(self.ddof), self.gain, self.correct,
+                s_bins, c_bins, s_all, c_all, v)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            store["v_vimage_bins"][:] = np.where(c_bins > 0, s_bins / c_bins, np.nan)
+            store["v_vimage"][:] = np.where(c_all > 0, s_all / c_all, np.nan)
         img = np.full(self.npix, np.nan)
         img[self.pix] = v
         store["variance_image"][:] = img.reshape(self.shape)
