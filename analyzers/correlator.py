@@ -94,6 +94,10 @@ class MultiTauCorrelator:
 
     A NaN or inf in a pixel's frame propagates into that pixel's sums only.
 
+    Lost frames (a chunk that never arrived) are declared with :meth:`skip`: time advances
+    over them and no pair that involves one is counted, at any level (a binned frame exists
+    only if both its halves do), so every lag keeps its meaning and its own pair count.
+
     Parameters
     ----------
     npix : int
@@ -130,6 +134,7 @@ class MultiTauCorrelator:
         nb, bs = -(-self.npix // _BLOCK), min(_BLOCK, self.npix)
         self.buffer = np.zeros((nb, self.n_levels, m, bs), dtype=self.dtype)  # ring of the last m frames per level
         self.level_frames = np.zeros(self.n_levels, dtype=np.int64)           # frames seen at each level
+        self.valid = np.zeros((self.n_levels, m), dtype=np.uint8)              # 1: that buffered frame exists
         self.sum_product = np.zeros((nb, nlags, bs), dtype=self.dtype)        # Σ I(t) I(t+τ)
         self.sum_past = np.zeros((nb, nlags, bs), dtype=self.dtype)           # Σ I(t)
         self.sum_future = np.zeros((nb, nlags, bs), dtype=self.dtype)         # Σ I(t+τ)
@@ -143,8 +148,7 @@ class MultiTauCorrelator:
     @property
     def nbytes(self) -> int:
         """Bytes of state (independent of the number of frames)."""
-        return sum(a.nbytes for a in (self.buffer, self.level_frames, self.sum_product, self.sum_past,
-                                      self.sum_future, self.counts))
+        return sum(getattr(self, k).nbytes for k in self._STATE_ARRAYS)
 
     def update(self, frames: np.ndarray) -> None:
         """Consume the next frames, (n, npix) or (npix,) for one, in time order.
@@ -162,7 +166,17 @@ class MultiTauCorrelator:
             a = a.astype(np.float64)
         if a.shape[0] == 0:
             return
-        _update(np.ascontiguousarray(a), self.buffer, self.level_frames, self.sum_product, self.sum_past,
+        self._push(np.ascontiguousarray(a), np.ones(a.shape[0], dtype=np.uint8))
+
+    def skip(self, n: int) -> None:
+        """Advance time over ``n`` missing frames (lost in transit): pairs involving them are not counted."""
+        if not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"n must be a non-negative integer, got {n!r}")
+        if n:
+            self._push(np.zeros((0, self.npix), dtype=self.dtype), np.zeros(int(n), dtype=np.uint8))
+
+    def _push(self, frames: np.ndarray, present: np.ndarray) -> None:
+        _update(frames, present, self.buffer, self.valid, self.level_frames, self.sum_product, self.sum_past,
                 self.sum_future, self.counts)
 
     def _per_pixel(self, a: np.ndarray) -> np.ndarray:
@@ -190,7 +204,7 @@ class MultiTauCorrelator:
         return self.lags[keep].copy(), np.ascontiguousarray(g[keep].T)
 
     # ---------------------------------------------------------------- state
-    _STATE_ARRAYS = ("buffer", "level_frames", "sum_product", "sum_past", "sum_future", "counts")
+    _STATE_ARRAYS = ("buffer", "valid", "level_frames", "sum_product", "sum_past", "sum_future", "counts")
 
     def state(self) -> dict[str, Any]:
         """The full state as plain values and numpy arrays (copies)."""
@@ -227,50 +241,69 @@ def _accumulate(prod, past, future, a, c):
 
 
 @numba.njit(cache=True, nogil=True)
-def _update(frames, buffer, level_frames, prod, past, future, counts):
-    """Push frames (n, npix) through all levels, one pixel block at a time (its state stays in cache).
+def _update(frames, present, buffer, valid, level_frames, prod, past, future, counts):
+    """Push a stretch of time through all levels, one pixel block at a time (its state stays in cache).
 
-    The per-level frame counters evolve identically for every block, so each block replays them
-    from the same start; the first block also counts the pairs. Pixels of the last block beyond
-    npix stay 0.
+    ``present`` (one entry per time step) says which steps have a frame: the present ones are the
+    rows of ``frames`` (n_present, npix), in order; a missing step advances time with no frame.
+    The per-level frame counters and validity flags evolve identically for every block, so each
+    block replays them from the same start; the first block also counts the pairs. Pixels of the
+    last block beyond npix stay 0.
     """
     nblocks, n_levels, m, bs = buffer.shape
     npix = frames.shape[1]
     half = m // 2
-    nf = frames.shape[0]
+    nt = present.size
     final = level_frames.copy()
+    final_valid = valid.copy()
     for blk in range(nblocks):
         b0 = blk * bs
         w = min(bs, npix - b0)
         buf = buffer[blk]
         nl = level_frames.copy()
-        for f in range(nf):
-            row0 = buf[0, nl[0] % m]
-            src = frames[f, b0:b0 + w]
-            for p in range(w):
-                row0[p] = src[p]
+        vl = valid.copy()
+        fi = 0
+        for f in range(nt):
+            slot = nl[0] % m
+            if present[f]:
+                row0 = buf[0, slot]
+                src = frames[fi, b0:b0 + w]
+                for p in range(w):
+                    row0[p] = src[p]
+                fi += 1
+            vl[0, slot] = present[f]
             nl[0] += 1
             level = 0
             while True:
                 n = nl[level]
-                cur = buf[level, (n - 1) % m]
-                jmin = 0 if level == 0 else half
-                base = 0 if level == 0 else m + (level - 1) * half - half  # row of lag j is base + j
-                for j in range(jmin, min(m - 1, n - 1) + 1):
-                    r = base + j
-                    _accumulate(prod[blk, r], past[blk, r], future[blk, r], buf[level, (n - 1 - j) % m], cur)
-                    if blk == 0:
-                        counts[r] += 1
+                now = (n - 1) % m
+                cur = buf[level, now]
+                if vl[level, now]:
+                    jmin = 0 if level == 0 else half
+                    base = 0 if level == 0 else m + (level - 1) * half - half  # row of lag j is base + j
+                    for j in range(jmin, min(m - 1, n - 1) + 1):
+                        then = (n - 1 - j) % m
+                        if vl[level, then]:
+                            r = base + j
+                            _accumulate(prod[blk, r], past[blk, r], future[blk, r], buf[level, then], cur)
+                            if blk == 0:
+                                counts[r] += 1
                 if level + 1 >= n_levels or n % 2:
                     break
-                prev = buf[level, (n - 2) % m]
-                nxt = buf[level + 1, nl[level + 1] % m]
-                for p in range(bs):
-                    nxt[p] = 0.5 * (prev[p] + cur[p])
+                before = (n - 2) % m
+                both = vl[level, before] and vl[level, now]   # a binned frame needs both of its halves
+                up = nl[level + 1] % m
+                if both:
+                    prev, nxt = buf[level, before], buf[level + 1, up]
+                    for p in range(bs):
+                        nxt[p] = 0.5 * (prev[p] + cur[p])
+                vl[level + 1, up] = both
                 nl[level + 1] += 1
                 level += 1
         final[:] = nl
+        final_valid[:] = vl
     level_frames[:] = final
+    valid[:] = final_valid
 
 
 def fft_g2(series: np.ndarray, lags: np.ndarray | None = None) -> np.ndarray:

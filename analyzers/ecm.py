@@ -86,6 +86,8 @@ class _TileState:
     smoother: DriftSmoother | None = None
     pending: list[np.ndarray] = field(default_factory=list)   # frames (tile rows + margin) awaiting their drift
     pending_index: list[int] = field(default_factory=list)     # their indices in the series (chunks may skip)
+    next_frame: int = 0                                         # index of the frame the correlator expects next
+    frames_fed: int = 0                                         # frames that arrived (lost ones excluded)
 
 
 _MARGIN = 4  # rows kept beyond a tile's edges for the shift's interpolation
@@ -208,10 +210,23 @@ class EcmAnalyzer(PixelAnalyzer):
             part = part[:, :bh * b, :bw * b].reshape(part.shape[0], bh, b, bw, b).sum(axis=(2, 4))
         return part.reshape(part.shape[0], -1)
 
-    def _feed(self, state: _TileState, part: np.ndarray) -> None:
+    def _feed(self, state: _TileState, part: np.ndarray, index: np.ndarray) -> None:
+        """Frames ``part`` with series indices ``index`` (increasing) into the correlator; a gap (a lost chunk)
+        is skipped over, so no lag pairs frames across it as if they were adjacent."""
         flat = self._bin(state, part)
-        state.correlator.update(flat)
+        index = np.asarray(index, dtype=np.int64)
+        if index.size and index[0] < state.next_frame:
+            raise ValueError(f"ecm: frame {int(index[0])} arrived after frame {state.next_frame - 1}: frames of a "
+                             "pixel-partitioned analyzer must come in time order")
+        cuts = np.flatnonzero(np.diff(index) != 1) + 1
+        for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, index.size]):
+            if hi <= lo:
+                continue
+            state.correlator.skip(int(index[lo]) - state.next_frame)
+            state.correlator.update(flat[lo:hi])
+            state.next_frame = int(index[hi - 1]) + 1
         state.mean_sum += flat.sum(axis=0, dtype=np.float64)
+        state.frames_fed += part.shape[0]
         state.frames_since_refresh += part.shape[0]
 
     def process_tile(self, state: _TileState, chunk: FrameChunk) -> Partial | None:
@@ -228,7 +243,8 @@ class EcmAnalyzer(PixelAnalyzer):
         else:
             t = state.tile
             part = np.asarray(chunk.frames[:, t.y0:t.y1, t.x0:t.x1], dtype=np.float32)
-        self._feed(state, part)
+            index = np.arange(first, first + count)
+        self._feed(state, part, index)
         if state.frames_since_refresh >= self.config.refresh_frames \
                 and time.monotonic() - state.last_refresh >= self.config.refresh_s:
             state.last_refresh, state.frames_since_refresh = time.monotonic(), 0
@@ -243,7 +259,7 @@ class EcmAnalyzer(PixelAnalyzer):
             if ready is not None:
                 index, part, drift = ready
                 first, count = int(index[0]), int(index.size)
-                self._feed(state, part)
+                self._feed(state, part, index)
                 if state.tile.y0 == 0:
                     values["drift"], values["drift_frames"] = drift, index
         values.update(self._maps(state))
@@ -276,7 +292,7 @@ class EcmAnalyzer(PixelAnalyzer):
             img[:bh * b, :bw * b] = np.repeat(np.repeat(np.asarray(a, np.float32).reshape(bh, bw), b, 0), b, 1)
             return img
 
-        n = max(corr.n_frames, 1)
+        fed = max(state.frames_fed, 1)
         g2_full = np.full((self.lags.size, th, tw), np.nan, dtype=np.float32)
         g2_all = np.full((corr.npix, self.lags.size), np.nan)
         index = np.searchsorted(self.lags, lags)
@@ -284,7 +300,7 @@ class EcmAnalyzer(PixelAnalyzer):
         for k in range(self.lags.size):
             g2_full[k] = full(g2_all[:, k])
         return {"tau": full(tau), "beta": full(beta), "A": full(amp), "fit_r2": full(r2),
-                "reliable": full(ok.astype(np.float32)), "mean_intensity": full(state.mean_sum / n),
+                "reliable": full(ok.astype(np.float32)), "mean_intensity": full(state.mean_sum / fed),
                 "g2": g2_full}
 
     # ------------------------------------------------------------------ host

@@ -224,6 +224,45 @@ def test_state_round_trip_continues_exactly():
         assert c.n_frames == 400
 
 
+def masked_g2(x: np.ndarray, present: np.ndarray, lag: int, b: int) -> tuple[np.ndarray, int]:
+    """Symmetric g2 of the b-binned series at binned lag ``lag``, over the pairs of bins whose frames all
+    arrived, and the number of such pairs (numpy, from the definition)."""
+    nb = x.shape[0] // b
+    xb = x[:nb * b].reshape(nb, b, -1).mean(axis=1)
+    whole = present[:nb * b].reshape(nb, b).all(axis=1)
+    ok = whole[:nb - lag] & whole[lag:]
+    past, future = xb[:nb - lag][ok], xb[lag:][ok]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.mean(past * future, axis=0) / (np.mean(past, axis=0) * np.mean(future, axis=0)), int(ok.sum())
+
+
+def test_skipped_frames_take_no_part_in_any_pair():
+    """A lost stretch and a lost single frame: every lag's g2 and pair count equal the definition over the pairs
+    (of 2^i-binned frames) whose frames all arrived; lags keep their time meaning across the gaps."""
+    x = speckle_series(400, npix=9, seed=9)
+    present = np.ones(400, dtype=bool)
+    present[130:178] = present[301] = False
+    c = MultiTauCorrelator(9, n_levels=5, per_level=6)
+    c.update(x[:130])
+    c.skip(48)
+    c.update(x[178:301])
+    c.skip(1)
+    c.update(x[302:])
+    assert c.n_frames == 400
+    lags, g = c.g2()
+    for k, (lag, level) in enumerate(zip(lags, c.levels[1:])):
+        b = 2 ** level
+        want, pairs = masked_g2(x, present, lag // b, b)
+        assert c.counts[k + 1] == pairs
+        np.testing.assert_allclose(g[:, k], want, rtol=1e-10)
+    skipped = MultiTauCorrelator(9, n_levels=5, per_level=6)
+    skipped.update(x[:130])
+    skipped.skip(0)                        # nothing lost: no effect
+    with pytest.raises(ValueError):
+        skipped.skip(-1)
+    assert skipped.n_frames == 130
+
+
 def test_memory_does_not_grow_with_the_series_and_missing_lags_are_nan():
     c = MultiTauCorrelator(50, n_levels=6)
     size = c.nbytes

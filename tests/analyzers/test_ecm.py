@@ -11,8 +11,10 @@ from emlive.stream.runner import AnalyzerRunner
 from emlive.stream.types import FrameChunk, ResultBuffers, RunInfo, split_tiles
 
 
-def run_ecm(sim: ECMNanowire, params: dict, tiles: int = 2, chunk: int = 250) -> ResultBuffers:
-    """As the pipeline runs a pixel analyzer: one runner per tile, every chunk to each, merged in the host."""
+def run_ecm(sim: ECMNanowire, params: dict, tiles: int = 2, chunk: int = 250, lost: tuple[int, ...] = ()
+            ) -> ResultBuffers:
+    """As the pipeline runs a pixel analyzer: one runner per tile, every chunk to each, merged in the host.
+    Chunks whose first frame is in ``lost`` never arrive."""
     n, (ny, nx) = sim.n_frames, sim.shape
     run = RunInfo("ecm", (ny, nx), "float32", (n,),
                   plan={"frame_time_s": sim.frame_time, "temperature_K": sim.temperature})
@@ -21,6 +23,8 @@ def run_ecm(sim: ECMNanowire, params: dict, tiles: int = 2, chunk: int = 250) ->
     host.initialize(store)
     runners = [AnalyzerRunner(run, [EcmAnalyzer(**params)], t) for t in split_tiles((ny, nx), tiles)]
     for first in range(0, n, chunk):
+        if first in lost:
+            continue
         c = FrameChunk(first // chunk, first, sim.frames(first, min(chunk, n - first)))
         for rn in runners:
             for _, p in rn.process(c, frame_work=False):
@@ -121,6 +125,25 @@ def test_drift_lands_on_its_frames_when_a_chunk_is_lost():
     err_gap = np.abs(gap[seen] - (truth[seen] - truth[0]))
     assert err_gap.max() <= err_whole.max() + 0.02        # frames after the gap are placed by their own index
     assert np.sqrt(np.mean(err_gap ** 2)) < 0.1
+
+
+def test_a_lost_chunk_is_skipped_not_spliced():
+    """Frames on either side of a lost chunk are not paired as neighbours: g2 at every level-0 lag is the
+    definition over the pairs of arrived frames, and the mean intensity counts arrived frames only."""
+    sim = ECMNanowire(shape=(12, 12), n_frames=900, drift=(0.0, 0.0), drift_wobble=0.0, seed=6)
+    store = run_ecm(sim, {"drift": {"enabled": False}}, tiles=2, chunk=100, lost=(300, 400))
+    x = sim.frames(0, sim.n_frames).astype(np.float32).astype(np.float64).reshape(sim.n_frames, -1)
+    arrived = np.ones(sim.n_frames, dtype=bool)
+    arrived[300:500] = False
+    for k, lag in enumerate(store["lags"] / sim.frame_time):
+        lag = int(round(lag))
+        if lag >= 8:                          # level 0 (per_level 8): pairs of single frames
+            break
+        ok = arrived[:-lag] & arrived[lag:]
+        past, future = x[:-lag][ok], x[lag:][ok]
+        want = np.mean(past * future, axis=0) / (np.mean(past, axis=0) * np.mean(future, axis=0))
+        np.testing.assert_allclose(store["g2"][k].reshape(-1), want, rtol=2e-5)
+    np.testing.assert_allclose(store["mean_intensity"].reshape(-1), x[arrived].mean(axis=0), rtol=1e-5)
 
 
 def test_bad_configuration_is_refused():
