@@ -19,6 +19,13 @@ fem-256-2proc
     emlive  two worker processes (fork) take groups of ``--group`` chunks in turn (``imap``, in order) and
             return each group's partials as soon as it is done, so this process merges while the workers
             run, as the live pipeline does; no peer (``peer`` null).
+fem-256-threads
+    emlive  the live path with emlive's ``ThreadExecutor`` (two analyzer threads in this process: the numba
+            kernels release the GIL): each chunk copied into the buffer the receiver would decode into,
+            partials merged here in submission order; no shared-memory slot, no IPC of partials.
+fem-256-threads-memory
+    emlive  the same, the frames submitted where they lie in memory (a recording replayed from memory, or
+            LiberTEM's in-memory benchmark): no receive copy.
 
 Usage::
 
@@ -124,8 +131,10 @@ def run_emlive_2proc(pool, frames, haadf, sim, chunk: int, group: int = 4):
     return store
 
 
-def run_emlive_executor(executor, frames, haadf, sim, chunk: int) -> None:
-    """The live path: emlive's ``ProcessExecutor`` (shared-memory slots, ZeroMQ), partials merged as they finish."""
+def run_emlive_executor(executor, frames, haadf, sim, chunk: int, copy: bool = True) -> None:
+    """The live path through an executor (``ProcessExecutor``: shared-memory slots, ZeroMQ; or ``ThreadExecutor``),
+    partials merged as they finish. ``copy``: each chunk is copied where the executor wants the receiver to
+    decode it (live); else the frames are submitted as they lie in memory (a recording replayed from memory)."""
     from emlive.analyzers.fem import FemAnalyzer
     from emlive.stream.protocol import PROTOCOL_VERSION, Calibration, Chunk, Start
     from emlive.stream.types import ResultBuffers, RunInfo
@@ -151,8 +160,11 @@ def run_emlive_executor(executor, frames, haadf, sim, chunk: int) -> None:
         count = min(chunk, n - first)
         while executor.capacity() == 0:
             merge(executor.poll(5))
-        view = executor.allocate(count, frames.shape[1:], frames.dtype)
-        view[...] = frames[first:first + count]   # the receiver decodes into the slot: one copy, as live
+        if copy:
+            view = executor.allocate(count, frames.shape[1:], frames.dtype)
+            view[...] = frames[first:first + count]   # the receiver decodes into the slot: one copy, as live
+        else:
+            view = frames[first:first + count]
         executor.submit(Chunk(version=PROTOCOL_VERSION, run_uid=start.run_uid, seq=seq, first=first, count=count,
                               positions={"haadf": haadf[first:first + count].tolist()}), view)
         merge(executor.poll(0))
@@ -287,6 +299,23 @@ def main(argv: list[str] | None = None) -> int:
         executor.close()
     say(f"emlive fem, 2 workers of the live executor: {rate3:,.0f} frames/s")
     cases.append({"case": f"fem-{size}-executor", "unit": "frames", "emlive_per_s": rate3, "peer": None,
+                  "peer_per_s": None, "ratio": None})
+    from emlive.stream.executor import ThreadExecutor
+
+    threads = ThreadExecutor(2)
+    try:
+        run_emlive_executor(threads, frames[:4 * args.chunk], haadf, sim, args.chunk)  # warm the threads
+        rate4 = best_rate(lambda: run_emlive_executor(threads, frames, haadf, sim, args.chunk), args.frames,
+                          args.repeat)
+        rate5 = best_rate(lambda: run_emlive_executor(threads, frames, haadf, sim, args.chunk, copy=False),
+                          args.frames, args.repeat)
+    finally:
+        threads.close()
+    say(f"emlive fem, 2 threads of the live thread executor: {rate4:,.0f} frames/s")
+    say(f"emlive fem, 2 threads, frames already in memory (no receive copy): {rate5:,.0f} frames/s")
+    cases.append({"case": f"fem-{size}-threads", "unit": "frames", "emlive_per_s": rate4, "peer": None,
+                  "peer_per_s": None, "ratio": None})
+    cases.append({"case": f"fem-{size}-threads-memory", "unit": "frames", "emlive_per_s": rate5, "peer": None,
                   "peer_per_s": None, "ratio": None})
     if args.json:
         print(json.dumps({"benchmark": NAME, "cases": cases}))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from emlive.analyzers import build_analyzer
-from emlive.stream.executor import InlineExecutor, ProcessExecutor
+from emlive.stream.executor import InlineExecutor, ProcessExecutor, ThreadExecutor
 from emlive.stream.pipeline import Pipeline
 from emlive.stream.server import PipelineServer
 
@@ -17,6 +17,8 @@ logger = logging.getLogger(__name__)
 def make_executor(cfg: ServiceConfig):
     if cfg.executor == "inline":
         return InlineExecutor()
+    if cfg.executor == "threads":
+        return ThreadExecutor(n_threads=cfg.workers or None, max_buffer_bytes=cfg.max_buffer_mb << 20)
     return ProcessExecutor(n_workers=cfg.workers or None, max_buffer_bytes=cfg.max_buffer_mb << 20)
 
 

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 
-from .config import AnalyzerConfig, load_config
+from .config import EXECUTORS, AnalyzerConfig, load_config
 
 logger = logging.getLogger(__name__)
 
@@ -126,8 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--query-address", help="query endpoint to bind (default tcp://127.0.0.1:5556)")
     s.add_argument("--snapshot-address", help="snapshot endpoint to bind (default tcp://127.0.0.1:5557)")
     s.add_argument("--data-dir", help="folder for recordings and results (default ./data)")
-    s.add_argument("--executor", choices=["inline", "processes"])
-    s.add_argument("--workers", type=int, help="analyzer processes (default: one per core)")
+    s.add_argument("--executor", choices=list(EXECUTORS))
+    s.add_argument("--workers", type=int, help="analyzer processes or threads (default: one per core)")
     s.add_argument("--analyzer", action="append", help="name or name:{json params}; repeatable")
     s.add_argument("--record-compression", choices=["none", "bslz4"])
     s.add_argument("--timeout", type=float, help="seconds of silence before a run is closed as incomplete")
@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", help="TOML with [[analyzers]] sections: re-analyse the recording locally with "
                                     "these parameters instead of sending it to a running pipeline")
     r.add_argument("--out", default="reanalysis", help="with --config: folder for the results")
-    r.add_argument("--executor", choices=["inline", "processes"], help="with --config")
+    r.add_argument("--executor", choices=list(EXECUTORS), help="with --config")
     r.add_argument("--analyzer", action="append", help="with --config: name or name:{json params}; repeatable")
     r.set_defaults(func=cmd_replay)
 
@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "results to a folder")
     d.add_argument("--out", default="demo-output")
     d.add_argument("--scan", type=int, nargs=2, default=[32, 48], metavar=("NY", "NX"))
-    d.add_argument("--executor", choices=["inline", "processes"], default="processes")
+    d.add_argument("--executor", choices=list(EXECUTORS), default="processes")
     d.add_argument("--encoding", choices=["raw", "lz4", "bslz4"], default="bslz4")
     d.add_argument("--view", action="store_true", help="open the live viewer on the demo's pipeline")
     d.set_defaults(func=cmd_demo)

@@ -12,6 +12,10 @@ class AnalyzerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     params: dict = {}
 
 
+#: Where analyzers run (:mod:`emlive.stream.executor`): ``threads`` suits analyzers whose kernels release the GIL.
+EXECUTORS = ("inline", "threads", "processes")
+
+
 class ServiceConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Where the service listens, what it runs, where it writes. Addresses default to loopback."""
 
@@ -20,13 +24,13 @@ class ServiceConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     snapshot_address: str = "tcp://127.0.0.1:5557"
     data_dir: str = "data"
     executor: str = "processes"
-    workers: int = 0                  # 0: one per core
+    workers: int = 0                  # analyzer processes or threads; 0: one per core
     analyzers: list[AnalyzerConfig] = msgspec.field(default_factory=lambda: [AnalyzerConfig("virtual")])
     record: bool = True
     record_compression: str = "none"  # none | bslz4
     timeout_s: float = 10.0
     snapshot_hz: float = 20.0
-    max_buffer_mb: int = 256          # shared memory for frames in flight (bounds memory under back-pressure)
+    max_buffer_mb: int = 256          # frames in flight (shared memory or thread buffers): bounded under back-pressure
     # messages beyond these are rejected (and counted) rather than allocated
     max_frame_pixels: int = 4096 * 4096
     max_chunk_frames: int = 4096
@@ -34,8 +38,8 @@ class ServiceConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_scan_frames: int = 1 << 28
 
     def __post_init__(self) -> None:
-        if self.executor not in ("inline", "processes"):
-            raise ValueError(f"executor must be 'inline' or 'processes', got {self.executor!r}")
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
         if self.record_compression not in ("none", "bslz4"):
             raise ValueError(f"record_compression must be 'none' or 'bslz4', got {self.record_compression!r}")
         if not 0 < self.snapshot_hz <= 20:

@@ -5,7 +5,7 @@ Imports nothing else of emlive (analyzers are built in workers from a factory pa
 
 from .client import PipelineClient, QueryError, SnapshotSubscriber
 from .errors import EmliveError, ProtocolError, UsageError
-from .executor import InlineExecutor, ProcessExecutor, RecordSpec
+from .executor import InlineExecutor, ProcessExecutor, RecordSpec, ThreadExecutor
 from .pipeline import Pipeline, RunRecord
 from .protocol import PROTOCOL_VERSION, Calibration, Chunk, End, Heartbeat, Start
 from .publisher import FramePublisher
@@ -21,7 +21,7 @@ __all__ = [
     "PROTOCOL_VERSION", "Calibration", "Chunk", "End", "Heartbeat", "Start",
     "FramePublisher", "FrameReceiver", "ReceivedChunk", "StreamState", "Gap", "RunClosed", "RunStarted",
     "Limits", "EmliveError", "ProtocolError", "UsageError",
-    "InlineExecutor", "ProcessExecutor", "RecordSpec", "Pipeline", "RunRecord", "PipelineServer",
+    "InlineExecutor", "ProcessExecutor", "RecordSpec", "ThreadExecutor", "Pipeline", "RunRecord", "PipelineServer",
     "PipelineClient", "SnapshotSubscriber", "QueryError", "Recorder", "Recording", "replay",
     "FrameChunk", "Partial", "ResultBuffers", "ResultSpec", "RunInfo", "Tile",
 ]

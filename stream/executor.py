@@ -1,6 +1,6 @@
-"""Executors: where analyzers run. ``inline`` (tests, debugging) and ``processes`` (default).
+"""Executors: where analyzers run. ``inline`` (tests, debugging), ``threads`` and ``processes`` (default).
 
-Both take the same calls from the pipeline host and hand back completions in
+All take the same calls from the pipeline host and hand back completions in
 submission order, so the host merges partials in the same order whichever executor
 ran them: results agree bit for bit. A Dask executor fits the same seam later.
 
@@ -21,7 +21,10 @@ import multiprocessing
 import os
 import shutil
 import tempfile
+import threading
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -138,6 +141,149 @@ class InlineExecutor:
         if self._recorder is not None:
             self._recorder.close({"status": "executor closed"})
             self._recorder = None
+
+
+class ThreadExecutor(InlineExecutor):
+    """Frame-partitioned analyzers in a pool of threads of this process; the rest in the calling thread.
+
+    Why: analyzers whose kernels release the GIL (numba ``nogil``: FEM, the virtual detectors) then use
+    every core with neither the copy into a shared slot nor the IPC of their partials. An analyzer whose
+    ``process`` holds the GIL gains nothing: ``processes`` stays the default. Each thread builds its own
+    analyzers (as each worker process does), so an analyzer's caches are never shared between threads.
+    Pixel-partitioned analyzers need their chunks in order: they run in :meth:`submit`, as inline.
+    Completions come back in submission order, so results agree bit for bit with the other executors.
+    Chunks in flight (:meth:`capacity`) are at most ``max_pending`` and, for the run's chunk size, at
+    most ``max_buffer_bytes`` of frames (but always two): memory stays bounded under back-pressure.
+    """
+
+    name = "threads"
+
+    def __init__(self, n_threads: int | None = None, factory: str = DEFAULT_FACTORY,
+                 max_pending: int | None = None, max_buffer_bytes: int = 256 << 20) -> None:
+        super().__init__(factory)
+        self.n_threads = int(n_threads or os.cpu_count() or 1)
+        if self.n_threads < 1:
+            raise ValueError(f"n_threads must be >= 1, got {n_threads}")
+        self.max_pending = int(max_pending or 4 * self.n_threads)
+        self.max_buffer_bytes = int(max_buffer_bytes)
+        self._limit = self.max_pending
+        self._pool = ThreadPoolExecutor(self.n_threads, thread_name_prefix="emlive-analyzer")
+        self._local = threading.local()
+        # a finished chunk wakes the server's poll loop, as the worker processes' replies do
+        self._ctx = zmq.Context()
+        self._wake_address = f"inproc://emlive-threads-{id(self)}"
+        self._results = self._ctx.socket(zmq.PULL)
+        self._results.bind(self._wake_address)
+        self._wakers: list[zmq.Socket] = []
+        self._wakers_lock = threading.Lock()
+        self._pending: deque = deque()            # (task, chunk, future of frame partials, pixel partials)
+        self._run: tuple[int, RunInfo, list[tuple[str, dict]]] | None = None
+        self._runs = 0
+
+    def start_run(self, start: Start, analyzers: list[tuple[str, dict]], record: RecordSpec | None = None) -> None:
+        self._drain()
+        super().start_run(start, analyzers, record)
+        self._runs += 1
+        self._run = (self._runs, RunInfo.from_start(start), list(analyzers))
+        chunk_bytes = start.chunk_frames * int(np.prod(start.frame_shape)) * np.dtype(start.dtype).itemsize
+        self._limit = int(np.clip(self.max_buffer_bytes // max(chunk_bytes, 1), 2, self.max_pending))
+
+    def capacity(self) -> int:
+        return max(0, self._limit - len(self._pending))
+
+    def _frame_runner(self) -> AnalyzerRunner:
+        """This thread's analyzers for the current run (built on its first chunk of the run)."""
+        token, run, analyzers = self._run
+        if getattr(self._local, "token", None) != token:
+            build = resolve_factory(self.factory)
+            self._local.runner = AnalyzerRunner(run, [build(n, p) for n, p in analyzers], None)
+            self._local.token = token
+        return self._local.runner
+
+    def _frame_work(self, chunk) -> list[tuple[int, Partial]]:
+        try:
+            return self._frame_runner().process(chunk)
+        except Exception as exc:
+            logger.exception("analyzer failed on chunk %d", chunk.seq)
+            self._errors.append(f"chunk {chunk.seq}: {exc!r}")
+            return []
+        finally:
+            self._wake()
+
+    def _wake(self) -> None:
+        """Tell the host a chunk is done (one PUSH socket per thread: ZeroMQ sockets are not thread-safe)."""
+        sock = getattr(self._local, "waker", None)
+        if sock is None:
+            sock = self._ctx.socket(zmq.PUSH)
+            sock.linger = 0
+            sock.connect(self._wake_address)
+            self._local.waker = sock
+            with self._wakers_lock:
+                self._wakers.append(sock)
+        try:
+            sock.send(b"", zmq.NOBLOCK)
+        except zmq.Again:   # the host has plenty of wake-ups queued already
+            pass
+
+    def submit(self, chunk: Chunk, frames: np.ndarray, payload=None) -> None:
+        assert self._runner is not None, "start_run first"
+        if self._recorder is not None:
+            self._recorder.write(chunk.first, frames, timestamps=chunk.timestamps or None,
+                                 positions=dict(chunk.positions) or None,
+                                 compressed=split_payload(payload, chunk.sizes) if self._record_passthrough else None)
+        fc = frame_chunk(chunk.seq, chunk.first, frames, chunk.timestamps, chunk.positions)
+        future = self._pool.submit(self._frame_work, fc) if self._runner.frame else None
+        pixel: list[tuple[int, Partial]] = []
+        if self._runner.pixel:
+            try:
+                pixel = self._runner.process(fc, frame_work=False)
+            except Exception as exc:
+                logger.exception("analyzer failed on chunk %d", chunk.seq)
+                self._errors.append(f"chunk {chunk.seq}: {exc!r}")
+        self._pending.append((self._task, chunk, future, pixel))
+        self._task += 1
+
+    def poll(self, timeout_ms: int = 0) -> list[Completion]:
+        while True:  # the wake-ups only wake the server's loop: the futures say what is done
+            try:
+                self._results.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+        out: list[Completion] = []
+        deadline = time.monotonic() + max(timeout_ms, 0) / 1000
+        while self._pending:
+            task, chunk, future, pixel = self._pending[0]
+            if future is not None and not future.done():
+                wait = deadline - time.monotonic()
+                if out or wait <= 0:
+                    break
+                try:
+                    future.result(timeout=wait)
+                except TimeoutError:
+                    break
+            self._pending.popleft()
+            out.append(Completion(task, chunk, (future.result() if future is not None else []) + pixel))
+        return out
+
+    def _drain(self) -> list[Completion]:
+        done = []
+        while self._pending:
+            done.extend(self.poll(60_000))
+        return done
+
+    def finish_run(self, summary: dict | None = None) -> tuple[list[Completion], RunOutcome]:
+        done = self._drain()
+        later, outcome = super().finish_run(summary)
+        return done + later, outcome
+
+    def close(self) -> None:
+        self._drain()
+        self._pool.shutdown(wait=True)
+        super().close()
+        for sock in self._wakers:   # the threads are done: their sockets can be closed from here
+            sock.close(linger=0)
+        self._results.close(linger=0)
+        self._ctx.term()
 
 
 class _Task:

@@ -28,8 +28,9 @@ def test_config_file_and_flags(tmp_path):
     assert cfg.data_dir == "runs" and cfg.executor == "processes"
     assert cfg.analyzers[0].params == {"bf_radius": 3.0}
     assert ServiceConfig().data_address.startswith("tcp://127.0.0.1:")  # loopback by default
+    assert load_config(None, executor="threads").executor == "threads"
     with pytest.raises(Exception, match="executor"):
-        load_config(None, executor="threads")
+        load_config(None, executor="fibres")
 
 
 def test_size_limits_come_from_the_configuration():
@@ -92,7 +93,7 @@ def test_status_says_clearly_when_nothing_is_there():
     assert out.returncode == 1 and "no pipeline answers" in out.stderr and "Traceback" not in out.stderr
 
 
-@pytest.mark.parametrize("executor", ["inline", "processes"])
+@pytest.mark.parametrize("executor", ["inline", "threads", "processes"])
 def test_demo_runs_and_writes_its_results(tmp_path, executor):
     out = subprocess.run(EMLIVE + ["demo", "--out", str(tmp_path), "--scan", "8", "24", "--executor", executor],
                          capture_output=True, text=True, env=ENV, timeout=300)

@@ -7,6 +7,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-@pytest.fixture(params=["inline", "processes"])
+@pytest.fixture(params=["inline", "threads", "processes"])
 def executor_kind(request):
     return request.param

@@ -9,12 +9,17 @@ FACTORY = "example_analyzers:build"
 
 @contextlib.contextmanager
 def running_server(executor: str, analyzers, data_dir=None, **kw):
-    from emlive.stream.executor import InlineExecutor, ProcessExecutor
+    from emlive.stream.executor import InlineExecutor, ProcessExecutor, ThreadExecutor
     from emlive.stream.pipeline import Pipeline
     from emlive.stream.server import PipelineServer
 
     max_buffer = kw.pop("max_buffer_bytes", 64 << 20)
-    ex = InlineExecutor(FACTORY) if executor == "inline" else ProcessExecutor(2, FACTORY, max_buffer_bytes=max_buffer)
+    if executor == "inline":
+        ex = InlineExecutor(FACTORY)
+    elif executor == "threads":
+        ex = ThreadExecutor(2, FACTORY)
+    else:
+        ex = ProcessExecutor(2, FACTORY, max_buffer_bytes=max_buffer)
     pipeline = Pipeline(ex, analyzers, data_dir, factory=FACTORY,
                         record_compression=kw.pop("record_compression", "none"))
     server = PipelineServer(pipeline, **kw)

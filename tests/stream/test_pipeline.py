@@ -27,18 +27,19 @@ def results_of(rec):
     return {a: {n: v.copy() for n, v in s.arrays.items()} for a, s in rec.stores.items()}
 
 
-def test_inline_and_processes_agree_bit_for_bit():
+def test_inline_threads_and_processes_agree_bit_for_bit():
     data = frames(300)
     out = {}
-    for kind in ("inline", "processes"):
+    for kind in ("inline", "threads", "processes"):
         with running_server(kind, ANALYZERS) as server:
             acquire(server, data, (300,), boundary_frames=64)
             rec = wait_closed(server)
             assert rec.status == "complete", rec.summary()
             out[kind] = results_of(rec)
-    for a in out["inline"]:
-        for name in out["inline"][a]:
-            assert np.array_equal(out["inline"][a][name], out["processes"][a][name], equal_nan=True), (a, name)
+    for kind in ("threads", "processes"):
+        for a in out["inline"]:
+            for name in out["inline"][a]:
+                assert np.array_equal(out["inline"][a][name], out[kind][a][name], equal_nan=True), (kind, a, name)
 
 
 def test_analyzers_match_numpy_references(executor_kind):
