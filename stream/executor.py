@@ -207,11 +207,10 @@ class ThreadExecutor(InlineExecutor):
             logger.exception("analyzer failed on chunk %d", chunk.seq)
             self._errors.append(f"chunk {chunk.seq}: {exc!r}")
             return []
-        finally:
-            self._wake()
 
-    def _wake(self) -> None:
-        """Tell the host a chunk is done (one PUSH socket per thread: ZeroMQ sockets are not thread-safe)."""
+    def _wake(self, _future=None) -> None:
+        """Tell the host a chunk is done: a done-callback, so the future is done when the host looks (one PUSH
+        socket per calling thread: ZeroMQ sockets are not thread-safe)."""
         sock = getattr(self._local, "waker", None)
         if sock is None:
             sock = self._ctx.socket(zmq.PUSH)
@@ -232,7 +231,10 @@ class ThreadExecutor(InlineExecutor):
                                  positions=dict(chunk.positions) or None,
                                  compressed=split_payload(payload, chunk.sizes) if self._record_passthrough else None)
         fc = frame_chunk(chunk.seq, chunk.first, frames, chunk.timestamps, chunk.positions)
-        future = self._pool.submit(self._frame_work, fc) if self._runner.frame else None
+        future = None
+        if self._runner.frame:
+            future = self._pool.submit(self._frame_work, fc)
+            future.add_done_callback(self._wake)
         pixel: list[tuple[int, Partial]] = []
         if self._runner.pixel:
             try:
@@ -280,6 +282,8 @@ class ThreadExecutor(InlineExecutor):
         self._drain()
         self._pool.shutdown(wait=True)
         super().close()
+        if self._ctx.closed:
+            return
         for sock in self._wakers:   # the threads are done: their sockets can be closed from here
             sock.close(linger=0)
         self._results.close(linger=0)
