@@ -106,19 +106,26 @@ class InlineExecutor:
     def discard(self, frames: np.ndarray) -> None:
         pass
 
-    def submit(self, chunk: Chunk, frames: np.ndarray, payload=None) -> None:
-        assert self._runner is not None, "start_run first"
+    def _record(self, chunk: Chunk, frames: np.ndarray, payload) -> None:
         if self._recorder is not None:
             self._recorder.write(chunk.first, frames, timestamps=chunk.timestamps or None,
                                  positions=dict(chunk.positions) or None,
                                  compressed=split_payload(payload, chunk.sizes) if self._record_passthrough else None)
+
+    def _analyze(self, runner: AnalyzerRunner, chunk, frame_work: bool = True) -> list[tuple[int, Partial]]:
+        """``runner.process``; an analyzer's exception is logged and counted, and the chunk gives no partials."""
         try:
-            partials = self._runner.process(frame_chunk(chunk.seq, chunk.first, frames, chunk.timestamps,
-                                                         chunk.positions))
+            return runner.process(chunk, frame_work)
         except Exception as exc:
             logger.exception("analyzer failed on chunk %d", chunk.seq)
             self._errors.append(f"chunk {chunk.seq}: {exc!r}")
-            partials = []
+            return []
+
+    def submit(self, chunk: Chunk, frames: np.ndarray, payload=None) -> None:
+        assert self._runner is not None, "start_run first"
+        self._record(chunk, frames, payload)
+        partials = self._analyze(self._runner, frame_chunk(chunk.seq, chunk.first, frames, chunk.timestamps,
+                                                           chunk.positions))
         self._done.append(Completion(self._task, chunk, partials))
         self._task += 1
 
@@ -201,12 +208,7 @@ class ThreadExecutor(InlineExecutor):
         return self._local.runner
 
     def _frame_work(self, chunk) -> list[tuple[int, Partial]]:
-        try:
-            return self._frame_runner().process(chunk)
-        except Exception as exc:
-            logger.exception("analyzer failed on chunk %d", chunk.seq)
-            self._errors.append(f"chunk {chunk.seq}: {exc!r}")
-            return []
+        return self._analyze(self._frame_runner(), chunk)
 
     def _wake(self, _future=None) -> None:
         """Tell the host a chunk is done: a done-callback, so the future is done when the host looks (one PUSH
@@ -226,22 +228,13 @@ class ThreadExecutor(InlineExecutor):
 
     def submit(self, chunk: Chunk, frames: np.ndarray, payload=None) -> None:
         assert self._runner is not None, "start_run first"
-        if self._recorder is not None:
-            self._recorder.write(chunk.first, frames, timestamps=chunk.timestamps or None,
-                                 positions=dict(chunk.positions) or None,
-                                 compressed=split_payload(payload, chunk.sizes) if self._record_passthrough else None)
+        self._record(chunk, frames, payload)
         fc = frame_chunk(chunk.seq, chunk.first, frames, chunk.timestamps, chunk.positions)
         future = None
         if self._runner.frame:
             future = self._pool.submit(self._frame_work, fc)
             future.add_done_callback(self._wake)
-        pixel: list[tuple[int, Partial]] = []
-        if self._runner.pixel:
-            try:
-                pixel = self._runner.process(fc, frame_work=False)
-            except Exception as exc:
-                logger.exception("analyzer failed on chunk %d", chunk.seq)
-                self._errors.append(f"chunk {chunk.seq}: {exc!r}")
+        pixel = self._analyze(self._runner, fc, frame_work=False) if self._runner.pixel else []
         self._pending.append((self._task, chunk, future, pixel))
         self._task += 1
 
