@@ -213,15 +213,15 @@ class EcmAnalyzer(PixelAnalyzer):
     def _feed(self, state: _TileState, part: np.ndarray, index: np.ndarray) -> None:
         """Frames ``part`` with series indices ``index`` (increasing) into the correlator; a gap (a lost chunk)
         is skipped over, so no lag pairs frames across it as if they were adjacent."""
-        flat = self._bin(state, part)
         index = np.asarray(index, dtype=np.int64)
-        if index.size and index[0] < state.next_frame:
+        if index.size == 0:
+            return
+        flat = self._bin(state, part)
+        if index[0] < state.next_frame:
             raise ValueError(f"ecm: frame {int(index[0])} arrived after frame {state.next_frame - 1}: frames of a "
                              "pixel-partitioned analyzer must come in time order")
-        cuts = np.flatnonzero(np.diff(index) != 1) + 1
+        cuts = np.flatnonzero(np.diff(index) != 1) + 1      # runs of consecutive frames
         for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, index.size]):
-            if hi <= lo:
-                continue
             state.correlator.skip(int(index[lo]) - state.next_frame)
             state.correlator.update(flat[lo:hi])
             state.next_frame = int(index[hi - 1]) + 1
