@@ -26,6 +26,12 @@ Choices made here (the seed leaves them open), each a parameter:
   x_ij ∝ w_ij · area_j · r_j / (f_i f_j), with area_j the area of component j
   above its minimum and f the mean electron form factors over the Q range used.
   ``scattering_weights=False`` gives the seed's plain normalised weights.
+
+Whether the data determine the components at all is measured, not assumed
+(:func:`component_stability`): NMF is unique only where some positions nearly
+lack each component. A glass in which every position mixes all three pairs
+leaves it free to rotate; restarts then reach the same error with other
+components, and the bond maps are the seed's "semi-qualitative" reading.
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["NmfBonds", "fit_bonds", "project_bonds", "pair_fractions", "sro_alpha", "PAIRS"]
+__all__ = ["NmfBonds", "fit_bonds", "project_bonds", "component_stability", "pair_fractions", "sro_alpha",
+           "PAIRS"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +87,7 @@ class NmfBonds:
 
 
 def fit_bonds(curves: np.ndarray, r: np.ndarray, *, n_components: int = 4, margin: float = 0.1,
-              max_iter: int = 1000, random_state: int = 0, shift: float | None = None,
+              max_iter: int = 1000, tol: float = 1e-4, random_state: int = 0, shift: float | None = None,
               warm_start: NmfBonds | None = None) -> NmfBonds:
     """Factorise the rows of ``curves`` (n, nr), finite rows only, into sorted, normalised components.
 
@@ -118,10 +125,10 @@ def fit_bonds(curves: np.ndarray, r: np.ndarray, *, n_components: int = 4, margi
         if warm_start is not None and warm_start.components.shape == (n_components, r.size):
             h0 = warm_start.components.copy()
             w0 = np.full((pos.shape[0], n_components), pos.mean() / max(h0.mean() * n_components, 1e-12))
-            model = NMF(n_components, init="custom", max_iter=max_iter, random_state=random_state)
+            model = NMF(n_components, init="custom", max_iter=max_iter, tol=tol, random_state=random_state)
             w = model.fit_transform(pos, W=w0, H=h0)
         else:
-            model = NMF(n_components, init="nndsvda", max_iter=max_iter, random_state=random_state)
+            model = NMF(n_components, init="nndsvda", max_iter=max_iter, tol=tol, random_state=random_state)
             w = model.fit_transform(pos)
     converged = not any(issubclass(c.category, ConvergenceWarning) for c in caught)
     for c in caught:
@@ -172,6 +179,72 @@ def project_bonds(bonds: NmfBonds, curves: np.ndarray) -> NmfBonds:
                     pair_components=bonds.pair_components, background=bonds.background,
                     peak_positions=bonds.peak_positions, reconstruction_error=bonds.reconstruction_error,
                     n_iter=bonds.n_iter, converged=bonds.converged)
+
+
+def _relative_error(pos: np.ndarray, w: np.ndarray, h: np.ndarray) -> float:
+    return float(np.linalg.norm(pos - w @ h) / np.linalg.norm(pos))
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Correlation of every row of ``a`` with every row of ``b`` (mean removed: the shift is not a resemblance)."""
+    a = a - a.mean(axis=1, keepdims=True)
+    b = b - b.mean(axis=1, keepdims=True)
+    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-300)
+    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-300)
+    return a @ b.T
+
+
+def component_stability(bonds: NmfBonds, curves: np.ndarray, *, restarts: int = 3, tol: float = 1e-6,
+                        max_iter: int = 20000, random_state: int = 0, tolerance: float = 1e-3
+                        ) -> tuple[np.ndarray, int]:
+    """How well random restarts that fit ``curves`` as well as ``bonds`` reproduce each of its components.
+
+    Why: NMF is unique only when the data reach the edges of the cone of its
+    components (positions where a component is nearly absent). Glass positions
+    that all mix all pairs leave the factorisation free to rotate: restarts then
+    reach the same error with other components, and the bond maps are the
+    seed's "semi-qualitative" reading, not measured pair fractions.
+
+    Each restart starts from random components (same shift) and runs to the
+    solver tolerance ``tol``, tighter than scikit-learn's default: an early stop
+    leaves restarts apart that would meet. It counts only if its relative error
+    is within ``tolerance`` of that of ``bonds`` on the same curves (a worse
+    local minimum is no alternative). Components are matched one to one by
+    correlation (mean removed). Returns, per component of ``bonds``, the lowest
+    matched correlation over the counted restarts (1 = the data determine it;
+    NaN if no restart counted), and the number counted.
+    """
+    from scipy.optimize import linear_sum_assignment
+    from sklearn.decomposition import NMF, non_negative_factorization
+    from sklearn.exceptions import ConvergenceWarning
+
+    if restarts < 1:
+        raise ValueError("restarts must be >= 1")
+    x = np.asarray(curves, dtype=np.float64)
+    k = bonds.components.shape[0]
+    if x.ndim != 2 or x.shape[1] != bonds.components.shape[1]:
+        raise ValueError(f"curves must be (n, {bonds.components.shape[1]}) like the components, got {x.shape}")
+    pos = np.maximum(x[np.isfinite(x).all(axis=1)] + bonds.shift, 0.0)
+    if pos.shape[0] < k:
+        raise ValueError(f"need at least {k} finite curves, got {pos.shape[0]}")
+    worst = np.full(k, np.inf)
+    counted = 0
+    rng = np.random.default_rng(random_state)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # every fit is judged by its error
+        w, _, _ = non_negative_factorization(pos, H=bonds.components, n_components=k, update_H=False,
+                                             tol=tol, max_iter=max_iter)
+        reference = _relative_error(pos, w, bonds.components)
+        for _ in range(restarts):
+            model = NMF(k, init="random", tol=tol, max_iter=max_iter, random_state=int(rng.integers(2 ** 31)))
+            w = model.fit_transform(pos)
+            if _relative_error(pos, w, model.components_) > reference * (1 + tolerance):
+                continue
+            counted += 1
+            sim = _pearson(bonds.components, model.components_)
+            rows, cols = linear_sum_assignment(-sim)
+            worst[rows] = np.minimum(worst[rows], sim[rows, cols])
+    return (np.where(np.isfinite(worst), worst, np.nan), counted)
 
 
 def sro_alpha(x_zrzr: np.ndarray, x_zrx: np.ndarray, x_xx: np.ndarray) -> np.ndarray:

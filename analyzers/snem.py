@@ -31,7 +31,7 @@ import numba
 import numpy as np
 
 from .base import Analyzer, FrameChunk, Partial, ResultBuffers, ResultSpec, RunInfo, scan_axes
-from .bonds import NmfBonds, fit_bonds, pair_fractions, project_bonds
+from .bonds import NmfBonds, component_stability, fit_bonds, pair_fractions, project_bonds
 from .calibration import corrected_radius
 from .form_factors import electron_form_factor, normalized_composition
 from .integration import RadialIntegrator, inscribed_radius
@@ -46,6 +46,8 @@ __all__ = ["SnemAnalyzer", "region_stats"]
 logger = logging.getLogger(__name__)
 
 STAGES = ("mask", "integrate", "pdf", "peaks", "fit1", "fit2", "regions")
+#: Restart correlation below which a bond map's component is called undetermined by the data.
+STABLE_COMPONENT = 0.9
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
@@ -235,6 +237,10 @@ class SnemAnalyzer(Analyzer):
                                                  "custom", "NMF components, sorted by peak position")
             specs["nmf_r"] = ResultSpec("curve", (nw,), "float64", ("r",), "Å", "custom",
                                         "r of the NMF components")
+            specs["nmf_stability"] = ResultSpec("curve", (k,), "float64", ("component",), "", "custom",
+                                                "per component, the lowest correlation with which random NMF "
+                                                "restarts of equal error reproduce it (1: the data determine it; "
+                                                "set at the end of the scan)")
         return specs
 
     def initialize(self, store: ResultBuffers) -> None:
@@ -376,7 +382,8 @@ class SnemAnalyzer(Analyzer):
         try:
             if final:
                 self._nmf = fit_bonds(curves, self.r[self.nmf_sel], n_components=nm.n_components,
-                                      margin=nm.margin, max_iter=nm.final_max_iter, random_state=nm.random_state)
+                                      margin=nm.margin, max_iter=nm.final_max_iter, tol=nm.tol,
+                                      random_state=nm.random_state)
             else:
                 step = max(1, rows.size // nm.live_positions)
                 fit = fit_bonds(curves[::step], self.r[self.nmf_sel], n_components=nm.n_components,
@@ -386,6 +393,8 @@ class SnemAnalyzer(Analyzer):
         except ValueError as exc:
             logger.warning("NMF skipped: %s", exc)
             return
+        if final and nm.restarts:
+            self._check_stability(store, curves[::max(1, rows.size // nm.live_positions)])
         fr = pair_fractions(self._nmf, self.r[self.nmf_sel], self._form_products)
         for name, key in (("bond_xx", "xx"), ("bond_zrx", "zrx"), ("bond_zrzr", "zrzr"), ("sro_alpha", "alpha")):
             arr = store[name]
@@ -395,6 +404,18 @@ class SnemAnalyzer(Analyzer):
         store.version += 1
         logger.info("NMF %s on %d positions: %d iterations, %.2f s", "final" if final else "live", rows.size,
                     self._nmf.n_iter, time.perf_counter() - t0)
+
+    def _check_stability(self, store: ResultBuffers, curves: np.ndarray) -> None:
+        """Restart the NMF on (a stride of) the glass curves and say whether the bond maps are determined."""
+        nm = self.config.nmf
+        stability, counted = component_stability(self._nmf, curves, restarts=nm.restarts,
+                                                  random_state=nm.random_state)
+        store["nmf_stability"][:] = stability
+        pairs = stability[list(self._nmf.pair_components)]
+        if counted and np.nanmin(pairs) < STABLE_COMPONENT:
+            logger.warning("NMF bond maps are not determined by the data: %d restarts of equal error reproduce the "
+                           "X–X, Zr–X, Zr–Zr components only to correlation %s; read the bond maps and α as "
+                           "semi-qualitative (seed 000, Results 2.5)", counted, np.round(pairs, 2).tolist())
 
     def query(self, store: ResultBuffers, request: dict) -> dict[str, np.ndarray]:
         """``{"query": "pearson", "index": i}`` (or ``"position": [y, x]``): Pearson map of G(r) against i."""

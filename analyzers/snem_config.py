@@ -143,9 +143,18 @@ class NmfConfig(_Section):
     live_positions: int = 2000                  # live: components from this many positions, weights for all
     live_max_iter: int = 50
     final_max_iter: int = 1000
+    tol: float = 1e-4                           # end-of-scan solver tolerance: scikit-learn's default (the
+                                                # seed used its NMF); tighter moves along equal-error solutions where
+                                                # nmf_stability is low
     random_state: int = 0
+    restarts: int = 3                           # end of scan: random restarts that test whether the data
+                                                # determine the components (bonds.component_stability); 0: off
 
     def __post_init__(self) -> None:
+        if self.restarts < 0:
+            raise ValueError("nmf.restarts must be >= 0")
+        if not self.tol > 0:
+            raise ValueError("nmf.tol must be > 0")
         if self.n_components < 4:
             raise ValueError("nmf.n_components must be >= 4 (three pairs and a background)")
         if self.update_every < 1:

@@ -122,19 +122,44 @@ def _matched(sim: np.ndarray) -> list[float]:
 
 
 def test_nmf_components_resemble_the_partial_pdfs(laminate):
-    """Each partial has its own component; Zr–Zr, the most distinct, is recovered closely."""
+    """Each partial has its own component; Zr–Zr, the most distinct, is recovered closely.
+
+    This is the seed's protocol: scikit-learn's NMF from nndsvda's start, stopped at its
+    default tolerance. The data do not impose these components: run to convergence, the
+    same start ends at Zr–X 0.64, and other starts reach that error with other
+    components (next test).
+    """
     _, truth, host, store = laminate
     xx, zrx, zrzr = _matched(_component_similarity(host, store, truth))
     assert min(xx, zrx) >= 0.75 and zrzr >= 0.9
 
 
-@pytest.mark.xfail(strict=True, reason="NMF is not unique here: random restarts reach the same reconstruction "
-                   "error (to 1e-4) with X–X 0.45–0.91, Zr–X 0.51–0.94 (cosine after matching). The usable glass spans "
-                   "only c_Zr 0.47–0.67 (x_XX 0.21–0.37, x_ZrX 0.19–0.35, x_ZrZr 0.30–0.56), so no position anchors a "
-                   "component; even data made as an exact mixture of these partials with these fractions (+5 % noise) "
-                   "give 0.58–0.98 over restarts. And the phantom's G(r) is not such a mixture: the first shells scale "
-                   "with the pair fractions, the later shells and −4πρr with composition, so the partials as fixed "
-                   "components reconstruct it with residual 20.3 against NMF's 6.5. nndsvda gives 0.76 / 0.83 / 0.99")
+def test_nmf_stability_says_the_glass_does_not_determine_the_components(laminate, caplog):
+    """Every glass position mixes all three pairs, so equal-error restarts disagree: the map says so, and a warning."""
+    from emlive.analyzers.bonds import component_stability
+
+    _, truth, host, store = laminate
+    glass_px = truth["phase"] == 1
+    assert min(truth[k][glass_px].min() for k in ("x_xx", "x_zrx", "x_zrzr")) > 0.1  # no position anchors a pair
+    stability = store["nmf_stability"]
+    pairs = list(host._nmf.pair_components)
+    assert stability.shape == (4,) and np.all(np.abs(stability) <= 1 + 1e-9)
+    assert stability[pairs].min() < 0.9
+    rows = host.glass_positions(store)
+    again, counted = component_stability(host._nmf, store["gr"][rows][:, host.nmf_sel], restarts=3)
+    assert counted == 3
+    np.testing.assert_allclose(again, stability)  # the analyzer restarts on all positions below live_positions
+    with caplog.at_level("WARNING", logger="emlive.analyzers.snem"):
+        host._check_stability(store, store["gr"][rows][:, host.nmf_sel])
+    assert "not determined by the data" in caplog.text
+
+
+@pytest.mark.xfail(strict=True, reason="NMF is not unique here: restarts run to convergence (tol 1e-10) reach the "
+                   "same reconstruction error to 7 digits with X–X 0.45–0.91, Zr–X 0.64–0.95, Zr–Zr 0.85–0.97 (cosine "
+                   "after matching), on the 2.1–4 Å window and on the whole G(r) alike. The usable glass spans only "
+                   "c_Zr 0.47–0.67 (x_XX 0.21–0.37, x_ZrX 0.19–0.35, x_ZrZr 0.30–0.56): no position anchors a "
+                   "component, and nmf_stability reports it. The seed calls NMF semi-qualitative and asks for this "
+                   "benchmark on a controlled dataset. nndsvda at scikit-learn's default tolerance: 0.76 / 0.83 / 0.99")
 def test_nmf_components_match_the_partial_pdfs_within_the_issue_target(laminate):
     _, truth, host, store = laminate
     assert min(_matched(_component_similarity(host, store, truth))) >= 0.9
@@ -170,6 +195,10 @@ def test_configuration_errors_name_the_field():
         parse_snem_config({"mask": {"alpha": -1}})
     with pytest.raises(ValueError, match="nonsense"):
         parse_snem_config({"pdf": {"nonsense": 1}})
+    with pytest.raises(ValueError, match="restarts"):
+        parse_snem_config({"nmf": {"restarts": -1}})
+    with pytest.raises(ValueError, match="tol"):
+        parse_snem_config({"nmf": {"tol": 0}})
     run = RunInfo("x", (64, 64), "uint16", (2, 2), Calibration())
     with pytest.raises(ValueError, match="reciprocal_pixel_size"):
         SnemAnalyzer().prepare(run)
