@@ -8,7 +8,8 @@ The seam::
 
     start_run(start, analyzers, record)      # per run: build analyzers (and the recorder) everywhere
     capacity() -> int                        # chunks that can be taken now without blocking
-    allocate(n, shape, dtype) -> ndarray     # where the receiver decodes the next chunk
+    allocate(n, shape, dtype) -> ndarray     # where the receiver decodes the next chunk ...
+    needs_buffer: bool                       # ... False: a raw chunk may stay where it arrived (no copy)
     submit(chunk, frames, payload)           # analyze (and record) it
     poll(timeout_ms) -> [Completion]         # finished chunks, in submission order
     finish_run(summary) -> ([Completion], RunOutcome)   # drain, end-of-run partials, close the file
@@ -72,6 +73,8 @@ class InlineExecutor:
     """Runs everything in the calling thread: simplest to debug, the reference for the others."""
 
     name = "inline"
+    #: The frames are read in this process, so a raw chunk is analysed where the message put it.
+    needs_buffer = False
 
     def __init__(self, factory: str = DEFAULT_FACTORY) -> None:
         self.factory = factory
@@ -154,9 +157,10 @@ class ThreadExecutor(InlineExecutor):
     """Frame-partitioned analyzers in a pool of threads of this process; the rest in the calling thread.
 
     Why: analyzers whose kernels release the GIL (numba ``nogil``: FEM, the virtual detectors) then use
-    every core with neither the copy into a shared slot nor the IPC of their partials. An analyzer whose
-    ``process`` holds the GIL gains nothing: ``processes`` stays the default. Each thread builds its own
-    analyzers (as each worker process does), so an analyzer's caches are never shared between threads.
+    every core with neither a receive copy (a raw chunk is read where the ZeroMQ message put it) nor the IPC
+    of their partials. An analyzer whose ``process`` holds the GIL gains nothing: ``processes`` stays the
+    default. Each thread builds its own analyzers (as each worker process does), so an analyzer's caches
+    are never shared between threads.
     Pixel-partitioned analyzers need their chunks in order: they run in :meth:`submit`, as inline.
     Completions come back in submission order, so results agree bit for bit with the other executors.
     Chunks in flight (:meth:`capacity`) are at most ``max_pending`` and, for the run's chunk size, at
@@ -305,6 +309,8 @@ class ProcessExecutor:
     """
 
     name = "processes"
+    #: The workers read the frames from shared slots: the receiver decodes straight into one.
+    needs_buffer = True
 
     def __init__(self, n_workers: int | None = None, factory: str = DEFAULT_FACTORY,
                  max_buffer_bytes: int = 256 << 20, context: zmq.Context | None = None) -> None:

@@ -116,6 +116,12 @@ class Pipeline:
     def allocate(self, n: int, shape: tuple[int, int], dtype) -> np.ndarray:
         return self.executor.allocate(n, shape, dtype)
 
+    @property
+    def allocator(self):
+        """What the receiver should decode into: the executor's buffers, or None where a raw chunk may be
+        analysed in the message's own memory (no copy: the inline and thread executors)."""
+        return self.allocate if self.executor.needs_buffer else None
+
     def discard(self, frames: np.ndarray) -> None:
         self.executor.discard(frames)
 

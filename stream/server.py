@@ -97,7 +97,7 @@ class PipelineServer:
             if self.pipeline.current is not None or (results_sock is not None and results_sock in ready):
                 self.pipeline.pump(0)
             if self.receiver.socket in ready:
-                for event in self.receiver.poll(0, allocate=self.pipeline.allocate, max_messages=free,
+                for event in self.receiver.poll(0, allocate=self.pipeline.allocator, max_messages=free,
                                                  discard=self.pipeline.discard):
                     self.pipeline.on_event(event)
             elif data_registered:

@@ -81,7 +81,25 @@ class SegmentSum(Analyzer):
         store["order"][index] = int(np.count_nonzero(store["order"])) + 1
 
 
-ANALYZERS = {a.name: a for a in (FrameTotal, LagProduct, SegmentSum)}
+class BufferOrigin(Analyzer):
+    """Where each chunk's frames live: 1 in the received ZeroMQ message itself, 0 in a buffer they were copied to."""
+
+    name = "origin"
+
+    def results(self, run: RunInfo) -> dict[str, ResultSpec]:
+        return {"in_message": ResultSpec("map", (run.n_frames,), "float64", ("frame",), "")}
+
+    def process(self, chunk: FrameChunk) -> Partial:
+        import zmq
+
+        root = chunk.frames
+        while isinstance(root, np.ndarray) and root.base is not None:
+            root = root.base
+        in_message = isinstance(root, memoryview) and isinstance(root.obj, zmq.Frame)
+        return Partial(chunk.first, chunk.count, {"in_message": np.full(chunk.count, float(in_message))})
+
+
+ANALYZERS = {a.name: a for a in (FrameTotal, LagProduct, SegmentSum, BufferOrigin)}
 
 
 def build(name: str, params: dict):

@@ -62,6 +62,20 @@ def test_analyzers_match_numpy_references(executor_kind):
     assert list(res["segments"]["order"]) == [1, 2, 3, 4]
 
 
+@pytest.mark.parametrize("encoding", ["raw", "bslz4"])
+def test_raw_chunks_are_analysed_where_the_message_put_them(executor_kind, encoding):
+    """No receive copy where the analyzers share the host's memory (inline, threads): a raw chunk's frames are the
+    ZeroMQ message's own bytes. A compressed chunk is decoded into a new array; worker processes read shared slots."""
+    data = frames(96)
+    with running_server(executor_kind, [("origin", {}), ("total", {})]) as server:
+        acquire(server, data, (96,), encoding=encoding)
+        rec = wait_closed(server)
+    assert rec.status == "complete", rec.summary()
+    res = results_of(rec)
+    assert np.all(res["origin"]["in_message"] == float(encoding == "raw" and executor_kind != "processes"))
+    assert np.array_equal(res["total"]["total"], data.astype(np.float64).sum(axis=(1, 2)))
+
+
 def test_boundaries_left_incomplete_by_missing_frames_fire_at_the_end():
     data = frames(128)
     with running_server("inline", ANALYZERS) as server:
