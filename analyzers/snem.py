@@ -413,7 +413,7 @@ class SnemAnalyzer(Analyzer):
         store["nmf_stability"][:] = stability
         pairs = stability[list(self._nmf.pair_components)]
         if counted and np.nanmin(pairs) < STABLE_COMPONENT:
-            logger.warning("NMF bond maps are not determined by the data: %d restarts of equal error reproduce the "
+            logger.warning("NMF bond maps are not determined by the data: %d restarts that fit as well reproduce the "
                            "X–X, Zr–X, Zr–Zr components only to correlation %s; read the bond maps and α as "
                            "semi-qualitative (seed 000, Results 2.5)", counted, np.round(pairs, 2).tolist())
 
