@@ -379,14 +379,14 @@ class SnemAnalyzer(Analyzer):
             return
         t0 = time.perf_counter()
         curves = store["gr"][rows][:, self.nmf_sel]
+        sample = curves[::max(1, rows.size // nm.live_positions)]  # live components; end-of-scan restarts
         try:
             if final:
                 self._nmf = fit_bonds(curves, self.r[self.nmf_sel], n_components=nm.n_components,
                                       margin=nm.margin, max_iter=nm.final_max_iter, tol=nm.tol,
                                       random_state=nm.random_state)
             else:
-                step = max(1, rows.size // nm.live_positions)
-                fit = fit_bonds(curves[::step], self.r[self.nmf_sel], n_components=nm.n_components,
+                fit = fit_bonds(sample, self.r[self.nmf_sel], n_components=nm.n_components,
                                 margin=nm.margin, max_iter=nm.live_max_iter, random_state=nm.random_state,
                                 warm_start=self._nmf)
                 self._nmf = project_bonds(fit, curves)
@@ -394,7 +394,7 @@ class SnemAnalyzer(Analyzer):
             logger.warning("NMF skipped: %s", exc)
             return
         if final and nm.restarts:
-            self._check_stability(store, curves[::max(1, rows.size // nm.live_positions)])
+            self._check_stability(store, sample)
         fr = pair_fractions(self._nmf, self.r[self.nmf_sel], self._form_products)
         for name, key in (("bond_xx", "xx"), ("bond_zrx", "zrx"), ("bond_zrzr", "zrzr"), ("sro_alpha", "alpha")):
             arr = store[name]
